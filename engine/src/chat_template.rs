@@ -1,0 +1,1 @@
+//! Chat template (in progress).

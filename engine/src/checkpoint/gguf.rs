@@ -1,0 +1,1 @@
+//! GGUF import (owned by helper A; in progress).

@@ -1,0 +1,17 @@
+//! shardlab's inference engine: Llama checkpoints on candle tensors, CPU or CUDA.
+//!
+//! The engine loads a Hugging Face Llama folder (config.json, safetensors, tokenizer.json, chat
+//! template), runs batched prefill and incremental decode with a KV cache, and samples tokens with
+//! per-token logprobs. It also converts GGUF files into HF folders and writes synthetic models at
+//! real shapes. Not for: orchestration, Slurm or scoring; those live in the `driver` crate.
+
+pub mod chat_template;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod model;
+pub mod runtime;
+pub mod tokenizer;
+
+pub use error::{EngineError, Result};
