@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(c.head_dim(), 128);
         assert_eq!(c.num_key_value_heads(), 8);
         assert_eq!(
-            c.eos_token_id.unwrap().to_vec(),
+            c.eos_token_id.as_ref().unwrap().to_vec(),
             vec![128001, 128008, 128009]
         );
         let s = c.llama3_rope_scaling().unwrap().unwrap();

@@ -1,1 +1,225 @@
-fn main() {}
+//! `engine`: the shardlab inference engine's command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use engine::chat_template::{ChatMessage, RenderOptions};
+use engine::checkpoint::synth::{synthesize, Preset, SynthOptions};
+use engine::runtime::{FinishReason, GenerationRequest, LoadedModel, SamplingParams, TokenLogprob};
+
+/// Llama inference on candle, sharded across ranks (tensor and pipeline parallel).
+#[derive(Parser, Debug)]
+#[command(name = "engine", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Complete prompts with a model and print the completions.
+    Generate(GenerateArgs),
+    /// Convert a GGUF Llama into a Hugging Face model folder (f32 safetensors).
+    ImportGguf(ImportArgs),
+    /// Write a random-weight model folder with a preset's exact shapes.
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Hugging Face model folder (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Apply the model's chat template to each prompt as one user message.
+    #[arg(long)]
+    chat: bool,
+    /// Pin the chat template's date (`date_string`) for byte-stable prompts.
+    #[arg(long)]
+    date: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// 0 disables top-k.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Alternatives reported per generated token (with --json).
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
+    /// Stop when the completion contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print one JSON object per prompt, with token ids and logprobs.
+    #[arg(long)]
+    json: bool,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    /// Prompts to complete, as one batch.
+    #[arg(required = true)]
+    prompts: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The GGUF file.
+    gguf: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    #[arg(long, value_enum)]
+    preset: Preset,
+    /// Number of decoder layers (default: the preset's).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Number of KV heads (default: the preset's).
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest safetensors shard in MiB; bigger models get an index.
+    #[arg(long, default_value_t = 4096)]
+    max_shard_mb: usize,
+    /// Folder holding tokenizer.json and tokenizer_config.json to copy in (e.g. the Llama 3
+    /// tokenizer from `make model`).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DTypeArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(d: DTypeArg) -> Self {
+        match d {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::Bf16 => DType::BF16,
+            DTypeArg::F16 => DType::F16,
+        }
+    }
+}
+
+/// One line of `engine generate --json`.
+#[derive(Serialize)]
+struct GenerateRecord<'a> {
+    prompt: &'a str,
+    prompt_token_ids: &'a [u32],
+    completion: &'a str,
+    completion_token_ids: &'a [u32],
+    finish_reason: FinishReason,
+    logprobs: &'a [TokenLogprob],
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::ImportGguf(args) => {
+            let summary = engine::checkpoint::gguf::import_gguf(&args.gguf, &args.out)?;
+            eprintln!("imported {} into {}: {summary:?}", args.gguf.display(), args.out.display());
+            Ok(())
+        }
+        Command::Synth(args) => {
+            let options = SynthOptions {
+                preset: args.preset,
+                layers: args.layers,
+                kv_heads: args.kv_heads,
+                dtype: args.dtype.into(),
+                seed: args.seed,
+                max_shard_bytes: args.max_shard_mb.max(1) << 20,
+                tokenizer_dir: args.tokenizer,
+            };
+            let params = synthesize(&options, &args.out)?;
+            eprintln!("wrote {} ({params} parameters)", args.out.display());
+            Ok(())
+        }
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let loaded = LoadedModel::load(&args.model, args.dtype.into(), &device)?;
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
+        top_logprobs: args.top_logprobs,
+    };
+    let render = RenderOptions {
+        add_generation_prompt: true,
+        date_string: args.date.clone(),
+    };
+    let requests = args
+        .prompts
+        .iter()
+        .map(|prompt| {
+            let prompt_ids = if args.chat {
+                let messages = [ChatMessage { role: "user".into(), content: prompt.clone() }];
+                loaded.tokenizer.encode_chat(&messages, &render)?
+            } else {
+                loaded.tokenizer.encode(prompt, true)?
+            };
+            Ok(GenerationRequest { prompt_ids, params: params.clone() })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = loaded.generator().generate(&requests).context("generation failed")?;
+    let mut stdout = std::io::stdout().lock();
+    for (prompt, out) in args.prompts.iter().zip(&outputs) {
+        if args.json {
+            let record = GenerateRecord {
+                prompt,
+                prompt_token_ids: &out.prompt_token_ids,
+                completion: &out.completion,
+                completion_token_ids: &out.completion_token_ids,
+                finish_reason: out.finish_reason,
+                logprobs: &out.logprobs,
+            };
+            writeln!(stdout, "{}", serde_json::to_string(&record)?)?;
+        } else {
+            writeln!(stdout, "{}", out.completion)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+# shardlab: `make demo` runs the main job on the embedded default; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# A build folder outside the clone, so fresh clones on one machine reuse the compiled dependencies.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/shardlab-target
+ENGINE_BIN := $(CARGO_TARGET_DIR)/debug/engine
+SMOLLM2 := models/smollm2-135m-instruct
+
+.PHONY: help setup build model demo test test-quick lint fmt bench
+
+help:
+	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
+	@echo "make test        install what is needed and run every test"
+	@echo "make test-quick  unit tests only (no models, no services)"
+	@echo "make lint        cargo fmt --check and clippy -D warnings"
+	@echo "make model       fetch and import the demo model and the Llama 3 tokenizer"
+	@echo "make bench       single-rank speed against candle-transformers (one thread)"
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --workspace --bins
+
+model: build
+	ENGINE_BIN=$(ENGINE_BIN) bash scripts/fetch-models.sh
+
+demo: model
+	$(ENGINE_BIN) generate --model $(SMOLLM2) --chat --max-new-tokens 64 "What is 2+2?"
+
+test: model
+	cargo test --workspace --no-fail-fast
+
+test-quick:
+	cargo test --workspace --lib --bins
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: model
+	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench single_rank

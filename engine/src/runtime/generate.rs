@@ -1,0 +1,184 @@
+//! The generation loop: one batched prefill of all prompts, then incremental decode of every
+//! unfinished sequence together, each with its own KV cache and sampler.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::kv_cache::SequenceKvCache;
+use super::sampling::{SampledToken, Sampler, SamplingParams};
+use crate::error::{EngineError, Result};
+use crate::model::{Llama, SequenceBatch};
+use crate::tokenizer::ModelTokenizer;
+
+/// One prompt to complete.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingParams,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_new_tokens` or the context length.
+    Length,
+}
+
+/// A generated token's log-probability and its top alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    pub token_id: u32,
+    pub logprob: f32,
+    pub top_logprobs: Vec<(u32, f32)>,
+}
+
+/// The completion of one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationOutput {
+    pub prompt_token_ids: Vec<u32>,
+    pub completion: String,
+    /// Every generated token, the end-of-generation token included (it is not in the text).
+    pub completion_token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// Generates completions with a loaded model and its tokenizer.
+pub struct Generator<'a> {
+    model: &'a Llama,
+    tokenizer: &'a ModelTokenizer,
+    end_of_generation: HashSet<u32>,
+}
+
+/// A request in flight.
+struct ActiveSequence {
+    index: usize,
+    cache: SequenceKvCache,
+    sampler: Sampler,
+    /// Token the next forward pass feeds.
+    next: [u32; 1],
+    output: GenerationOutput,
+    /// Most tokens this sequence may generate (request limit, capped by the context).
+    limit: usize,
+}
+
+impl<'a> Generator<'a> {
+    pub fn new(model: &'a Llama, tokenizer: &'a ModelTokenizer, end_of_generation: impl IntoIterator<Item = u32>) -> Self {
+        Self {
+            model,
+            tokenizer,
+            end_of_generation: end_of_generation.into_iter().collect(),
+        }
+    }
+
+    /// Completes every request; outputs are in request order.
+    pub fn generate(&self, requests: &[GenerationRequest]) -> Result<Vec<GenerationOutput>> {
+        let context = self.model.config().max_position_embeddings;
+        let mut active = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let prompt = request.prompt_ids.len();
+            if prompt == 0 {
+                return Err(EngineError::Request(format!("request {index}: empty prompt")));
+            }
+            if prompt >= context {
+                return Err(EngineError::Request(format!(
+                    "request {index}: prompt of {prompt} tokens does not fit the context of {context}"
+                )));
+            }
+            let limit = request.params.max_new_tokens.min(context - prompt);
+            active.push(ActiveSequence {
+                index,
+                cache: self.model.new_cache(prompt + limit)?,
+                sampler: Sampler::new(request.params.clone()),
+                next: [0],
+                output: GenerationOutput {
+                    prompt_token_ids: request.prompt_ids.clone(),
+                    completion: String::new(),
+                    completion_token_ids: Vec::with_capacity(limit),
+                    finish_reason: FinishReason::Length,
+                    logprobs: Vec::new(),
+                },
+                limit,
+            });
+        }
+        let mut done: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
+        active.retain_mut(|seq| {
+            if seq.limit == 0 {
+                done[seq.index] = Some(std::mem::replace(&mut seq.output, empty_output()));
+            }
+            seq.limit > 0
+        });
+
+        let mut prefill = true;
+        while !active.is_empty() {
+            let (tokens, caches): (Vec<&[u32]>, Vec<&mut SequenceKvCache>) = active
+                .iter_mut()
+                .map(|s| {
+                    let ActiveSequence { index, next, cache, .. } = s;
+                    let tokens: &[u32] = if prefill { &requests[*index].prompt_ids } else { &next[..] };
+                    (tokens, cache)
+                })
+                .unzip();
+            let logits = self.model.forward(SequenceBatch { tokens, caches })?;
+            prefill = false;
+            let rows = logits.to_vec2::<f32>()?;
+            let mut still_active = Vec::with_capacity(active.len());
+            for (mut seq, row) in active.into_iter().zip(rows) {
+                let sampled = seq.sampler.sample(&row);
+                if self.accept(&mut seq, sampled)? {
+                    done[seq.index] = Some(seq.output);
+                } else {
+                    still_active.push(seq);
+                }
+            }
+            active = still_active;
+        }
+        Ok(done.into_iter().map(|o| o.expect("every request finishes")).collect())
+    }
+
+    /// Records a sampled token; returns true when the sequence is finished.
+    fn accept(&self, seq: &mut ActiveSequence, sampled: SampledToken) -> Result<bool> {
+        let out = &mut seq.output;
+        out.completion_token_ids.push(sampled.token);
+        out.logprobs.push(TokenLogprob {
+            token_id: sampled.token,
+            logprob: sampled.logprob,
+            top_logprobs: sampled.top,
+        });
+        seq.next = [sampled.token];
+        if self.end_of_generation.contains(&sampled.token) {
+            out.finish_reason = FinishReason::Stop;
+            out.completion = self.tokenizer.decode(&out.completion_token_ids, true)?;
+            return Ok(true);
+        }
+        let stops = &seq.sampler.params().stop;
+        if !stops.is_empty() {
+            let text = self.tokenizer.decode(&out.completion_token_ids, true)?;
+            if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                out.completion = text[..cut].to_string();
+                out.finish_reason = FinishReason::Stop;
+                return Ok(true);
+            }
+        }
+        if out.completion_token_ids.len() >= seq.limit {
+            out.finish_reason = FinishReason::Length;
+            out.completion = self.tokenizer.decode(&out.completion_token_ids, true)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+fn empty_output() -> GenerationOutput {
+    GenerationOutput {
+        prompt_token_ids: Vec::new(),
+        completion: String::new(),
+        completion_token_ids: Vec::new(),
+        finish_reason: FinishReason::Length,
+        logprobs: Vec::new(),
+    }
+}

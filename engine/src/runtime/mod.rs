@@ -1,0 +1,10 @@
+//! Running the model: KV caches, sampling and the generation loop.
+
+pub mod generate;
+pub mod kv_cache;
+pub mod loaded_model;
+pub mod sampling;
+
+pub use generate::{FinishReason, GenerationOutput, GenerationRequest, Generator, TokenLogprob};
+pub use loaded_model::LoadedModel;
+pub use sampling::SamplingParams;
