@@ -42,21 +42,36 @@ struct Timing {
 fn run_ours(model: &Llama, prompt: &[u32], steps: usize) -> Result<Timing> {
     let mut cache = model.new_cache(prompt.len() + steps)?;
     let start = Instant::now();
-    let logits = model.forward(SequenceBatch { tokens: vec![prompt], caches: vec![&mut cache] })?;
+    let logits = model.forward(SequenceBatch {
+        tokens: vec![prompt],
+        caches: vec![&mut cache],
+    })?;
     let prefill_s = start.elapsed().as_secs_f64();
     let mut next = argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
     let mut tokens = vec![next];
     let start = Instant::now();
     for _ in 0..steps {
         let step = [next];
-        let logits = model.forward(SequenceBatch { tokens: vec![&step[..]], caches: vec![&mut cache] })?;
+        let logits = model.forward(SequenceBatch {
+            tokens: vec![&step[..]],
+            caches: vec![&mut cache],
+        })?;
         next = argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
         tokens.push(next);
     }
-    Ok(Timing { prefill_s, decode_s: start.elapsed().as_secs_f64(), tokens })
+    Ok(Timing {
+        prefill_s,
+        decode_s: start.elapsed().as_secs_f64(),
+        tokens,
+    })
 }
 
-fn run_reference(model: &reference::Llama, cfg: &reference::Config, prompt: &[u32], steps: usize) -> Result<Timing> {
+fn run_reference(
+    model: &reference::Llama,
+    cfg: &reference::Config,
+    prompt: &[u32],
+    steps: usize,
+) -> Result<Timing> {
     let device = Device::Cpu;
     let mut cache = reference::Cache::new(true, DType::F32, cfg, &device)?;
     let start = Instant::now();
@@ -72,7 +87,11 @@ fn run_reference(model: &reference::Llama, cfg: &reference::Config, prompt: &[u3
         next = argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
         tokens.push(next);
     }
-    Ok(Timing { prefill_s, decode_s: start.elapsed().as_secs_f64(), tokens })
+    Ok(Timing {
+        prefill_s,
+        decode_s: start.elapsed().as_secs_f64(),
+        tokens,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -86,7 +105,8 @@ fn main() -> Result<()> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct")
     });
     let device = Device::Cpu;
-    let ours = Llama::load_dir(&dir, DType::F32, &device).with_context(|| format!("loading {}", dir.display()))?;
+    let ours = Llama::load_dir(&dir, DType::F32, &device)
+        .with_context(|| format!("loading {}", dir.display()))?;
     let cfg_json = std::fs::read_to_string(dir.join("config.json"))?;
     let ref_cfg: reference::LlamaConfig = serde_json::from_str(&cfg_json)?;
     let ref_cfg = ref_cfg.into_config(false);
@@ -101,15 +121,26 @@ fn main() -> Result<()> {
 
     // A deterministic prompt of ordinary token ids (no special tokens).
     let vocab = ours.config().vocab_size as u32;
-    let prompt: Vec<u32> = (0..args.prefill as u32).map(|i| 100 + (i * 7919) % (vocab - 200)).collect();
+    let prompt: Vec<u32> = (0..args.prefill as u32)
+        .map(|i| 100 + (i * 7919) % (vocab - 200))
+        .collect();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
-    println!("model {} | prefill {} tokens, decode {} tokens | threads {threads} | {} rounds", dir.display(), args.prefill, args.decode, args.rounds);
+    println!(
+        "model {} | prefill {} tokens, decode {} tokens | threads {threads} | {} rounds",
+        dir.display(),
+        args.prefill,
+        args.decode,
+        args.rounds
+    );
 
     // Warm-up (page in the weights, size the allocator) and a check that both agree.
     let a = run_ours(&ours, &prompt, 4)?;
     let b = run_reference(&theirs, &ref_cfg, &prompt, 4)?;
     if a.tokens != b.tokens {
-        println!("warning: greedy tokens differ between the engines: {:?} vs {:?}", a.tokens, b.tokens);
+        println!(
+            "warning: greedy tokens differ between the engines: {:?} vs {:?}",
+            a.tokens, b.tokens
+        );
     }
     let (mut op, mut od, mut rp, mut rd) = (vec![], vec![], vec![], vec![]);
     for round in 0..args.rounds {
@@ -128,7 +159,13 @@ fn main() -> Result<()> {
         rd.push(args.decode as f64 / r.decode_s);
     }
     let (op, od, rp, rd) = (median(op), median(od), median(rp), median(rd));
-    println!("median prefill: engine {op:.1} tok/s, candle-transformers {rp:.1} tok/s, ratio {:.3}", op / rp);
-    println!("median decode:  engine {od:.1} tok/s, candle-transformers {rd:.1} tok/s, ratio {:.3}", od / rd);
+    println!(
+        "median prefill: engine {op:.1} tok/s, candle-transformers {rp:.1} tok/s, ratio {:.3}",
+        op / rp
+    );
+    println!(
+        "median decode:  engine {od:.1} tok/s, candle-transformers {rd:.1} tok/s, ratio {:.3}",
+        od / rd
+    );
     Ok(())
 }

@@ -157,7 +157,7 @@ impl LlamaConfig {
             }
         }
         let kv = self.num_key_value_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -166,7 +166,7 @@ impl LlamaConfig {
                 ),
             );
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "hidden_size",
                 format!(
@@ -175,13 +175,16 @@ impl LlamaConfig {
                 ),
             );
         }
-        if self.head_dim() % 2 != 0 {
-            return bad("head_dim", format!("{} must be even for rope", self.head_dim()));
+        if !self.head_dim().is_multiple_of(2) {
+            return bad(
+                "head_dim",
+                format!("{} must be even for rope", self.head_dim()),
+            );
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return bad("rms_norm_eps", "must be positive".into());
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return bad("rope_theta", "must be positive".into());
         }
         self.llama3_rope_scaling()
@@ -353,7 +356,10 @@ mod tests {
     fn unknown_rope_type_names_the_field() {
         let text = LLAMA33_70B.replace("\"llama3\"", "\"yarn\"");
         let c: LlamaConfig = serde_json::from_str(&text).unwrap();
-        let err = c.validate(Path::new("m/config.json")).unwrap_err().to_string();
+        let err = c
+            .validate(Path::new("m/config.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m/config.json"), "{err}");
         assert!(err.contains("rope_scaling.rope_type"), "{err}");
         assert!(err.contains("yarn"), "{err}");

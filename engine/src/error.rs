@@ -41,7 +41,11 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl EngineError {
     /// An I/O error on `path`, with what was being done.
-    pub fn io(path: impl Into<PathBuf>, message: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(
+        path: impl Into<PathBuf>,
+        message: impl Into<String>,
+        source: std::io::Error,
+    ) -> Self {
         Self::Io {
             path: path.into(),
             message: message.into(),

@@ -155,7 +155,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate(args),
         Command::ImportGguf(args) => {
             let summary = engine::checkpoint::gguf::import_gguf(&args.gguf, &args.out)?;
-            eprintln!("imported {} into {}: {summary:?}", args.gguf.display(), args.out.display());
+            eprintln!(
+                "imported {} into {}: {summary}",
+                args.gguf.display(),
+                args.out.display()
+            );
             Ok(())
         }
         Command::Synth(args) => {
@@ -196,15 +200,24 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|prompt| {
             let prompt_ids = if args.chat {
-                let messages = [ChatMessage { role: "user".into(), content: prompt.clone() }];
+                let messages = [ChatMessage {
+                    role: "user".into(),
+                    content: prompt.clone(),
+                }];
                 loaded.tokenizer.encode_chat(&messages, &render)?
             } else {
                 loaded.tokenizer.encode(prompt, true)?
             };
-            Ok(GenerationRequest { prompt_ids, params: params.clone() })
+            Ok(GenerationRequest {
+                prompt_ids,
+                params: params.clone(),
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let outputs = loaded.generator().generate(&requests).context("generation failed")?;
+    let outputs = loaded
+        .generator()
+        .generate(&requests)
+        .context("generation failed")?;
     let mut stdout = std::io::stdout().lock();
     for (prompt, out) in args.prompts.iter().zip(&outputs) {
         if args.json {

@@ -12,11 +12,24 @@ use candle_core::{Device, Tensor};
 
 /// Runs the engine and returns its stderr, asserting a clean failure.
 fn engine_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine");
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .output()
+        .expect("run engine");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "engine {args:?} should fail; stderr: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "engine {args:?} panicked: {stderr}");
+    assert!(
+        !out.status.success(),
+        "engine {args:?} should fail; stderr: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code for {args:?}; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "engine {args:?} panicked: {stderr}"
+    );
     let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one message, got: {stderr}");
     stderr
@@ -28,7 +41,10 @@ fn generate(dir: &Path) -> String {
 
 fn assert_names(message: &str, parts: &[&str]) {
     for part in parts {
-        assert!(message.contains(part), "message should name {part:?}: {message}");
+        assert!(
+            message.contains(part),
+            "message should name {part:?}: {message}"
+        );
     }
 }
 
@@ -36,7 +52,10 @@ fn assert_names(message: &str, parts: &[&str]) {
 fn folder_without_config_json() {
     let dir = tempfile::tempdir().unwrap();
     let msg = generate(dir.path());
-    assert_names(&msg, &[&dir.path().join("config.json").display().to_string()]);
+    assert_names(
+        &msg,
+        &[&dir.path().join("config.json").display().to_string()],
+    );
 }
 
 #[test]
@@ -44,10 +63,19 @@ fn config_with_unknown_rope_type() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_model(dir.path(), None, usize::MAX);
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"llama3\"", "\"dynamic-ntk\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"llama3\"", "\"dynamic-ntk\"");
     std::fs::write(&path, text).unwrap();
     let msg = generate(dir.path());
-    assert_names(&msg, &[&path.display().to_string(), "rope_scaling.rope_type", "dynamic-ntk"]);
+    assert_names(
+        &msg,
+        &[
+            &path.display().to_string(),
+            "rope_scaling.rope_type",
+            "dynamic-ntk",
+        ],
+    );
 }
 
 #[test]
@@ -56,9 +84,17 @@ fn safetensors_truncated_mid_tensor() {
     common::tiny_model(dir.path(), None, usize::MAX);
     let path = dir.path().join("model.safetensors");
     let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let msg = generate(dir.path());
-    assert_names(&msg, &[&path.display().to_string(), "truncated", "tensor `"]);
+    assert_names(
+        &msg,
+        &[&path.display().to_string(), "truncated", "tensor `"],
+    );
 }
 
 #[test]
@@ -67,12 +103,19 @@ fn tensor_of_the_wrong_shape() {
     common::tiny_model(dir.path(), None, usize::MAX);
     // Claim a wider model than the weights: the first linear that disagrees is named.
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 384", "\"intermediate_size\": 512");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"intermediate_size\": 384", "\"intermediate_size\": 512");
     std::fs::write(&path, text).unwrap();
     let msg = generate(dir.path());
     assert_names(
         &msg,
-        &["model.safetensors", "tensor `model.layers.0.mlp.gate_proj.weight`", "[512, 128]", "[384, 128]"],
+        &[
+            "model.safetensors",
+            "tensor `model.layers.0.mlp.gate_proj.weight`",
+            "[512, 128]",
+            "[384, 128]",
+        ],
     );
 }
 
@@ -85,28 +128,49 @@ fn index_naming_a_missing_shard() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(".safetensors"))
         .collect();
-    assert!(shards.len() > 1, "the tiny model at 8 MiB per shard should have several shards");
+    assert!(
+        shards.len() > 1,
+        "the tiny model at 8 MiB per shard should have several shards"
+    );
     let victim = shards.iter().max().unwrap();
     std::fs::remove_file(victim).unwrap();
     let name = victim.file_name().unwrap().to_str().unwrap();
     let msg = generate(dir.path());
-    assert_names(&msg, &["model.safetensors.index.json", name, "does not exist"]);
+    assert_names(
+        &msg,
+        &["model.safetensors.index.json", name, "does not exist"],
+    );
 }
 
 #[test]
 fn gguf_of_an_unsupported_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt2.gguf");
-    let weight = QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let weight = QTensor::quantize(
+        &Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
     let mut file = std::fs::File::create(&path).unwrap();
     gguf_file::write(
         &mut file,
-        &[("general.architecture", &gguf_file::Value::String("gpt2".into()))],
+        &[(
+            "general.architecture",
+            &gguf_file::Value::String("gpt2".into()),
+        )],
         &[("token_embd.weight", &weight)],
     )
     .unwrap();
     drop(file);
     let out = dir.path().join("out");
-    let msg = engine_fails(&["import-gguf", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_names(&msg, &[&path.display().to_string(), "general.architecture", "gpt2"]);
+    let msg = engine_fails(&[
+        "import-gguf",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_names(
+        &msg,
+        &[&path.display().to_string(), "general.architecture", "gpt2"],
+    );
 }

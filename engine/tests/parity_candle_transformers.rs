@@ -17,7 +17,16 @@ fn reference_config(config: &LlamaConfig) -> reference::Config {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -47,29 +56,45 @@ fn tiny_gqa_llama3_rope_matches_candle_transformers_for_prefill_and_8_decode_ste
     let prompt: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 12366, 13, 578];
     let mut our_cache = ours.new_cache(prompt.len() + 8).unwrap();
     let our_logits = ours
-        .forward(SequenceBatch { tokens: vec![prompt.as_slice()], caches: vec![&mut our_cache] })
+        .forward(SequenceBatch {
+            tokens: vec![prompt.as_slice()],
+            caches: vec![&mut our_cache],
+        })
         .unwrap()
         .squeeze(0)
         .unwrap();
-    let input = Tensor::new(prompt.as_slice(), &device).unwrap().unsqueeze(0).unwrap();
-    let their_logits = theirs.forward(&input, 0, &mut their_cache).unwrap().squeeze(0).unwrap();
+    let input = Tensor::new(prompt.as_slice(), &device)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let their_logits = theirs
+        .forward(&input, 0, &mut their_cache)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
     let diff = max_abs_diff(&our_logits, &their_logits);
     assert!(diff < 1e-4, "prefill logits differ by {diff}");
 
-    let mut position = prompt.len();
     let mut next = argmax(&our_logits.to_vec1::<f32>().unwrap());
     for step in 0..8 {
+        let position = prompt.len() + step;
         let token = [next];
         let our_logits = ours
-            .forward(SequenceBatch { tokens: vec![&token[..]], caches: vec![&mut our_cache] })
+            .forward(SequenceBatch {
+                tokens: vec![&token[..]],
+                caches: vec![&mut our_cache],
+            })
             .unwrap()
             .squeeze(0)
             .unwrap();
         let input = Tensor::new(&token, &device).unwrap().unsqueeze(0).unwrap();
-        let their_logits = theirs.forward(&input, position, &mut their_cache).unwrap().squeeze(0).unwrap();
+        let their_logits = theirs
+            .forward(&input, position, &mut their_cache)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
         let diff = max_abs_diff(&our_logits, &their_logits);
         assert!(diff < 1e-4, "decode step {step}: logits differ by {diff}");
         next = argmax(&our_logits.to_vec1::<f32>().unwrap());
-        position += 1;
     }
 }

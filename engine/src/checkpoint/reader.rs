@@ -89,14 +89,20 @@ impl Checkpoint {
                 return Err(EngineError::tensor(
                     index_path,
                     tensor,
-                    format!("the index names shard {name}, which does not exist ({})", path.display()),
+                    format!(
+                        "the index names shard {name}, which does not exist ({})",
+                        path.display()
+                    ),
                 ));
             }
         }
         let paths: Vec<PathBuf> = shard_names.iter().map(|n| dir.join(n)).collect();
         let checkpoint = Self::open_files(&paths)?;
         for (tensor, shard) in &index.weight_map {
-            let found = checkpoint.tensors.get(tensor).map(|e| &checkpoint.files[e.file].path);
+            let found = checkpoint
+                .tensors
+                .get(tensor)
+                .map(|e| &checkpoint.files[e.file].path);
             if found != Some(&dir.join(shard)) {
                 return Err(EngineError::tensor(
                     dir.join(shard),
@@ -116,7 +122,11 @@ impl Checkpoint {
             let (mapped, entries) = map_file(path, file_idx)?;
             for (name, entry) in entries {
                 if tensors.insert(name.clone(), entry).is_some() {
-                    return Err(EngineError::tensor(path, name, "appears in more than one file"));
+                    return Err(EngineError::tensor(
+                        path,
+                        name,
+                        "appears in more than one file",
+                    ));
                 }
             }
             files.push(mapped);
@@ -183,11 +193,21 @@ impl Checkpoint {
 
     fn checked_entry(&self, name: &str, expected_shape: &[usize]) -> Result<&TensorEntry> {
         let entry = self.tensors.get(name).ok_or_else(|| {
-            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+            let files: Vec<String> = self
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect();
             EngineError::tensor(
-                self.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+                self.files
+                    .first()
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default(),
                 name,
-                format!("missing from the checkpoint (searched {})", files.join(", ")),
+                format!(
+                    "missing from the checkpoint (searched {})",
+                    files.join(", ")
+                ),
             )
         })?;
         if entry.shape != expected_shape {
@@ -212,7 +232,11 @@ impl Checkpoint {
         let tensor = Tensor::from_raw_buffer(bytes, entry.dtype, shape, device)
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| {
-                EngineError::tensor(&self.files[entry.file].path, name, format!("cannot load: {e}"))
+                EngineError::tensor(
+                    &self.files[entry.file].path,
+                    name,
+                    format!("cannot load: {e}"),
+                )
             })?;
         Ok(tensor)
     }
@@ -220,13 +244,18 @@ impl Checkpoint {
 
 /// Maps a safetensors file and validates its header against the file's length.
 fn map_file(path: &Path, file_idx: usize) -> Result<(MappedFile, Vec<(String, TensorEntry)>)> {
-    let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, "cannot open weights", e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| EngineError::io(path, "cannot open weights", e))?;
     // SAFETY: the map is read-only; a checkpoint modified while being read is the user's error,
     // the same contract as every mmap-based loader (safetensors, candle, PyTorch).
-    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, "cannot map weights", e))?;
+    let mmap =
+        unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, "cannot map weights", e))?;
     let bad = |message: String| EngineError::file(path, message);
     if mmap.len() < 8 {
-        return Err(bad(format!("not a safetensors file: {} bytes, no header", mmap.len())));
+        return Err(bad(format!(
+            "not a safetensors file: {} bytes, no header",
+            mmap.len()
+        )));
     }
     let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes")) as usize;
     let data_start = 8usize
@@ -304,7 +333,10 @@ fn map_file(path: &Path, file_idx: usize) -> Result<(MappedFile, Vec<(String, Te
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
-            .field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|m| &m.path).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.tensors.len())
             .finish()
     }
@@ -317,7 +349,10 @@ mod tests {
 
     fn sample(dir: &Path) -> PathBuf {
         let path = dir.join("model.safetensors");
-        let a = Tensor::arange(0f32, 12., &Device::Cpu).unwrap().reshape((3, 4)).unwrap();
+        let a = Tensor::arange(0f32, 12., &Device::Cpu)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
         let b = Tensor::ones((2,), DType::F32, &Device::Cpu).unwrap();
         write_safetensors(&path, &[("a".into(), a), ("b".into(), b)]).unwrap();
         path
@@ -327,8 +362,13 @@ mod tests {
     fn loads_rows_without_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let ck = Checkpoint::open_files(&[sample(dir.path())]).unwrap();
-        let rows = ck.load_rows("a", &[3, 4], 1, 2, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(rows.to_vec2::<f32>().unwrap(), vec![vec![4., 5., 6., 7.], vec![8., 9., 10., 11.]]);
+        let rows = ck
+            .load_rows("a", &[3, 4], 1, 2, DType::F32, &Device::Cpu)
+            .unwrap();
+        assert_eq!(
+            rows.to_vec2::<f32>().unwrap(),
+            vec![vec![4., 5., 6., 7.], vec![8., 9., 10., 11.]]
+        );
     }
 
     #[test]
@@ -338,8 +378,13 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
-        let err = Checkpoint::open_files(&[path.clone()]).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+        let err = Checkpoint::open_files(std::slice::from_ref(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
         assert!(err.contains("tensor `"), "{err}");
     }
 
@@ -347,7 +392,13 @@ mod tests {
     fn wrong_shape_names_the_tensor() {
         let dir = tempfile::tempdir().unwrap();
         let ck = Checkpoint::open_files(&[sample(dir.path())]).unwrap();
-        let err = ck.load("a", &[4, 3], DType::F32, &Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("`a`") && err.contains("[4, 3]") && err.contains("[3, 4]"), "{err}");
+        let err = ck
+            .load("a", &[4, 3], DType::F32, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`a`") && err.contains("[4, 3]") && err.contains("[3, 4]"),
+            "{err}"
+        );
     }
 }

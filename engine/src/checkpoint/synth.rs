@@ -91,30 +91,90 @@ pub fn synthesize(options: &SynthOptions, out: &Path) -> Result<usize> {
     });
     let config_path = out.join("config.json");
     config.validate(&config_path)?;
-    std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, "cannot create output folder", e))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| EngineError::io(out, "cannot create output folder", e))?;
 
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut writer = ShardedWriter::new(out, options.max_shard_bytes);
-    let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-    let (hd, nh, nkv) = (config.head_dim(), config.num_attention_heads, config.num_key_value_heads());
+    let (h, i, v) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.vocab_size,
+    );
+    let (hd, nh, nkv) = (
+        config.head_dim(),
+        config.num_attention_heads,
+        config.num_key_value_heads(),
+    );
     let mut params = 0;
-    let mut push = |writer: &mut ShardedWriter, name: String, shape: &[usize], kind: Init| -> Result<()> {
-        let t = random_tensor(&mut rng, shape, kind, options.dtype)?;
-        params += t.elem_count();
-        writer.push(name, t)
-    };
-    push(&mut writer, "model.embed_tokens.weight".into(), &[v, h], Init::Embedding)?;
+    let mut push =
+        |writer: &mut ShardedWriter, name: String, shape: &[usize], kind: Init| -> Result<()> {
+            let t = random_tensor(&mut rng, shape, kind, options.dtype)?;
+            params += t.elem_count();
+            writer.push(name, t)
+        };
+    push(
+        &mut writer,
+        "model.embed_tokens.weight".into(),
+        &[v, h],
+        Init::Embedding,
+    )?;
     for l in 0..config.num_hidden_layers {
         let p = format!("model.layers.{l}");
-        push(&mut writer, format!("{p}.input_layernorm.weight"), &[h], Init::Norm)?;
-        push(&mut writer, format!("{p}.self_attn.q_proj.weight"), &[nh * hd, h], Init::Linear)?;
-        push(&mut writer, format!("{p}.self_attn.k_proj.weight"), &[nkv * hd, h], Init::Linear)?;
-        push(&mut writer, format!("{p}.self_attn.v_proj.weight"), &[nkv * hd, h], Init::Linear)?;
-        push(&mut writer, format!("{p}.self_attn.o_proj.weight"), &[h, nh * hd], Init::Linear)?;
-        push(&mut writer, format!("{p}.post_attention_layernorm.weight"), &[h], Init::Norm)?;
-        push(&mut writer, format!("{p}.mlp.gate_proj.weight"), &[i, h], Init::Linear)?;
-        push(&mut writer, format!("{p}.mlp.up_proj.weight"), &[i, h], Init::Linear)?;
-        push(&mut writer, format!("{p}.mlp.down_proj.weight"), &[h, i], Init::Linear)?;
+        push(
+            &mut writer,
+            format!("{p}.input_layernorm.weight"),
+            &[h],
+            Init::Norm,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.self_attn.q_proj.weight"),
+            &[nh * hd, h],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.self_attn.k_proj.weight"),
+            &[nkv * hd, h],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.self_attn.v_proj.weight"),
+            &[nkv * hd, h],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.self_attn.o_proj.weight"),
+            &[h, nh * hd],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            Init::Norm,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.mlp.gate_proj.weight"),
+            &[i, h],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.mlp.up_proj.weight"),
+            &[i, h],
+            Init::Linear,
+        )?;
+        push(
+            &mut writer,
+            format!("{p}.mlp.down_proj.weight"),
+            &[h, i],
+            Init::Linear,
+        )?;
     }
     push(&mut writer, "model.norm.weight".into(), &[h], Init::Norm)?;
     push(&mut writer, "lm_head.weight".into(), &[v, h], Init::Linear)?;
@@ -138,7 +198,10 @@ fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
         let src = from.join(name);
         if !src.exists() {
             if required {
-                return Err(EngineError::file(src, "missing: --tokenizer must name a folder with tokenizer.json"));
+                return Err(EngineError::file(
+                    src,
+                    "missing: --tokenizer must name a folder with tokenizer.json",
+                ));
             }
             continue;
         }

@@ -9,9 +9,15 @@ use crate::error::{EngineError, Result};
 
 /// Writes `tensors` into one safetensors file at `path` (temp file + rename).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, "cannot create folder", e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
@@ -20,6 +26,13 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         let _ = std::fs::remove_file(&tmp);
         EngineError::file(path, format!("cannot write safetensors: {e}"))
     })?;
+    // The serializer creates its file owner-only; a checkpoint is as readable as the other files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| EngineError::io(&tmp, "cannot set permissions", e))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, "cannot rename into place", e))
 }
 
@@ -65,7 +78,9 @@ impl ShardedWriter {
             return Ok(());
         }
         // Final names need the shard count, so shards get provisional names until `finish`.
-        let path = self.dir.join(format!(".shard-{:05}.partial", self.written.len() + 1));
+        let path = self
+            .dir
+            .join(format!(".shard-{:05}.partial", self.written.len() + 1));
         write_safetensors(&path, &self.pending)?;
         let names = self.pending.drain(..).map(|(n, _)| n).collect();
         self.written.push((path, names));
@@ -100,7 +115,10 @@ impl ShardedWriter {
                 "weight_map": weight_map,
             });
             let text = serde_json::to_string_pretty(&index).expect("index JSON is serialisable");
-            crate::fsutil::write_atomic(&self.dir.join("model.safetensors.index.json"), text.as_bytes())?;
+            crate::fsutil::write_atomic(
+                &self.dir.join("model.safetensors.index.json"),
+                text.as_bytes(),
+            )?;
         }
         Ok(finals)
     }

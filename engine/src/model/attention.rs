@@ -37,7 +37,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn load(ck: &Checkpoint, prefix: &str, cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        cfg: &LlamaConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads());
         Ok(Self {
@@ -90,7 +96,10 @@ impl Attention {
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let out = probs.matmul(&values)?; // (kv_heads, group * n, hd)
-            let out = out.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
+            let out = out
+                .reshape((nh, n, hd))?
+                .transpose(0, 1)?
+                .reshape((n, nh * hd))?;
             outputs.push(out);
         }
         let attended = if outputs.len() == 1 {
@@ -106,7 +115,15 @@ impl Attention {
 pub fn causal_mask(cached: usize, new: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let total = cached + new;
     let mask: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j > cached + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > cached + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (new, total), device)?.to_dtype(dtype)?)
 }

@@ -20,11 +20,24 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     /// Loads `model.layers.{index}.*`.
-    pub fn load(ck: &Checkpoint, index: usize, cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        index: usize,
+        cfg: &LlamaConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let p = format!("model.layers.{index}");
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
-            input_layernorm: RmsNorm::load(ck, &format!("{p}.input_layernorm"), h, eps, dtype, device)?,
+            input_layernorm: RmsNorm::load(
+                ck,
+                &format!("{p}.input_layernorm"),
+                h,
+                eps,
+                dtype,
+                device,
+            )?,
             self_attn: Attention::load(ck, &format!("{p}.self_attn"), cfg, dtype, device)?,
             post_attention_layernorm: RmsNorm::load(
                 ck,
@@ -46,11 +59,13 @@ impl DecoderLayer {
         slots: &[SequenceSlot],
         caches: &mut [&mut LayerKvCache],
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, cos, sin, slots, caches)?;
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x)?, cos, sin, slots, caches)?;
         let x = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
         Ok((x + mlp)?)
     }
 }

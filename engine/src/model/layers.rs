@@ -26,7 +26,12 @@ impl Linear {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let weight = ck.load(&format!("{prefix}.weight"), &[out_features, in_features], dtype, device)?;
+        let weight = ck.load(
+            &format!("{prefix}.weight"),
+            &[out_features, in_features],
+            dtype,
+            device,
+        )?;
         Ok(Self::new(weight))
     }
 
@@ -56,7 +61,10 @@ impl RmsNorm {
         device: &Device,
     ) -> Result<Self> {
         let weight = ck.load(&format!("{prefix}.weight"), &[size], dtype, device)?;
-        Ok(Self { weight, eps: eps as f32 })
+        Ok(Self {
+            weight,
+            eps: eps as f32,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -35,14 +35,22 @@ impl Llama {
     pub fn load_dir(dir: &std::path::Path, dtype: DType, device: &Device) -> Result<Self> {
         let files = ModelFiles::new(dir);
         if !files.config().exists() {
-            return Err(EngineError::file(files.config(), "missing: not a Hugging Face model folder"));
+            return Err(EngineError::file(
+                files.config(),
+                "missing: not a Hugging Face model folder",
+            ));
         }
         let config = LlamaConfig::from_file(&files.config())?;
         let ck = Checkpoint::open(&files)?;
         Self::load(&ck, config, dtype, device)
     }
 
-    pub fn load(ck: &Checkpoint, config: LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        config: LlamaConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let (v, h) = (config.vocab_size, config.hidden_size);
         let embed = ck.load("model.embed_tokens.weight", &[v, h], dtype, device)?;
         let lm_head = if config.tie_word_embeddings {
@@ -89,7 +97,8 @@ impl Llama {
     /// returns the logits of each sequence's last token, `(sequences, vocab)` in f32.
     pub fn forward(&self, batch: SequenceBatch<'_>) -> Result<Tensor> {
         let SequenceBatch { tokens, mut caches } = batch;
-        if tokens.len() != caches.len() || tokens.is_empty() || tokens.iter().any(|t| t.is_empty()) {
+        if tokens.len() != caches.len() || tokens.is_empty() || tokens.iter().any(|t| t.is_empty())
+        {
             return Err(EngineError::Request(
                 "a batch needs one cache and at least one new token per sequence".into(),
             ));
@@ -107,7 +116,10 @@ impl Llama {
                     self.rotary.max_positions()
                 )));
             }
-            if let Some(bad) = seq.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            if let Some(bad) = seq
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
                 return Err(EngineError::Request(format!(
                     "token id {bad} is outside the vocabulary of {}",
                     self.config.vocab_size
@@ -121,7 +133,11 @@ impl Llama {
             } else {
                 None
             };
-            slots.push(SequenceSlot { offset, len: seq.len(), mask });
+            slots.push(SequenceSlot {
+                offset,
+                len: seq.len(),
+                mask,
+            });
             last_rows.push((offset + seq.len() - 1) as u32);
         }
         let n = ids.len();

@@ -15,7 +15,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(ck: &Checkpoint, prefix: &str, cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        cfg: &LlamaConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
             gate_proj: Linear::load(ck, &format!("{prefix}.gate_proj"), i, h, dtype, device)?,

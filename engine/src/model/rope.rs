@@ -14,7 +14,11 @@ pub struct RotaryEmbedding {
 }
 
 /// Inverse frequencies, computed in f32 as HF and candle-transformers do.
-pub fn inverse_frequencies(head_dim: usize, theta: f32, scaling: Option<Llama3RopeScaling>) -> Vec<f32> {
+pub fn inverse_frequencies(
+    head_dim: usize,
+    theta: f32,
+    scaling: Option<Llama3RopeScaling>,
+) -> Vec<f32> {
     let base: Vec<f32> = (0..head_dim)
         .step_by(2)
         .map(|i| 1f32 / theta.powf(i as f32 / head_dim as f32))
@@ -22,7 +26,11 @@ pub fn inverse_frequencies(head_dim: usize, theta: f32, scaling: Option<Llama3Ro
     let Some(s) = scaling else { return base };
     // Llama 3: keep high frequencies, divide low ones by `factor`, interpolate in between.
     let original = s.original_max_position_embeddings as f32;
-    let (factor, low, high) = (s.factor as f32, s.low_freq_factor as f32, s.high_freq_factor as f32);
+    let (factor, low, high) = (
+        s.factor as f32,
+        s.low_freq_factor as f32,
+        s.high_freq_factor as f32,
+    );
     let low_freq_wavelen = original / low;
     let high_freq_wavelen = original / high;
     base.into_iter()

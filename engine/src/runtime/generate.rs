@@ -67,7 +67,11 @@ struct ActiveSequence {
 }
 
 impl<'a> Generator<'a> {
-    pub fn new(model: &'a Llama, tokenizer: &'a ModelTokenizer, end_of_generation: impl IntoIterator<Item = u32>) -> Self {
+    pub fn new(
+        model: &'a Llama,
+        tokenizer: &'a ModelTokenizer,
+        end_of_generation: impl IntoIterator<Item = u32>,
+    ) -> Self {
         Self {
             model,
             tokenizer,
@@ -82,7 +86,9 @@ impl<'a> Generator<'a> {
         for (index, request) in requests.iter().enumerate() {
             let prompt = request.prompt_ids.len();
             if prompt == 0 {
-                return Err(EngineError::Request(format!("request {index}: empty prompt")));
+                return Err(EngineError::Request(format!(
+                    "request {index}: empty prompt"
+                )));
             }
             if prompt >= context {
                 return Err(EngineError::Request(format!(
@@ -118,8 +124,14 @@ impl<'a> Generator<'a> {
             let (tokens, caches): (Vec<&[u32]>, Vec<&mut SequenceKvCache>) = active
                 .iter_mut()
                 .map(|s| {
-                    let ActiveSequence { index, next, cache, .. } = s;
-                    let tokens: &[u32] = if prefill { &requests[*index].prompt_ids } else { &next[..] };
+                    let ActiveSequence {
+                        index, next, cache, ..
+                    } = s;
+                    let tokens: &[u32] = if prefill {
+                        &requests[*index].prompt_ids
+                    } else {
+                        &next[..]
+                    };
                     (tokens, cache)
                 })
                 .unzip();
@@ -137,7 +149,10 @@ impl<'a> Generator<'a> {
             }
             active = still_active;
         }
-        Ok(done.into_iter().map(|o| o.expect("every request finishes")).collect())
+        Ok(done
+            .into_iter()
+            .map(|o| o.expect("every request finishes"))
+            .collect())
     }
 
     /// Records a sampled token; returns true when the sequence is finished.

@@ -14,7 +14,13 @@ pub struct LayerKvCache {
 }
 
 impl LayerKvCache {
-    fn new(kv_heads: usize, capacity: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<Self> {
+    fn new(
+        kv_heads: usize,
+        capacity: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
             keys: Tensor::zeros((kv_heads, capacity, head_dim), dtype, device)?,
             values: Tensor::zeros((kv_heads, capacity, head_dim), dtype, device)?,
@@ -43,7 +49,13 @@ impl LayerKvCache {
         if needed > self.capacity() {
             let capacity = needed.max(2 * self.capacity());
             let (heads, _, head_dim) = self.keys.dims3()?;
-            let mut grown = Self::new(heads, capacity, head_dim, self.keys.dtype(), self.keys.device())?;
+            let mut grown = Self::new(
+                heads,
+                capacity,
+                head_dim,
+                self.keys.dtype(),
+                self.keys.device(),
+            )?;
             grown.keys.slice_set(&self.keys, 1, 0)?;
             grown.values.slice_set(&self.values, 1, 0)?;
             grown.len = self.len;
@@ -52,7 +64,10 @@ impl LayerKvCache {
         self.keys.slice_set(k, 1, self.len)?;
         self.values.slice_set(v, 1, self.len)?;
         self.len = needed;
-        Ok((self.keys.narrow(1, 0, needed)?, self.values.narrow(1, 0, needed)?))
+        Ok((
+            self.keys.narrow(1, 0, needed)?,
+            self.values.narrow(1, 0, needed)?,
+        ))
     }
 }
 

@@ -30,8 +30,14 @@ impl LoadedModel {
             .as_ref()
             .map(|ids| ids.to_vec())
             .unwrap_or_default();
-        if let Some(generation) = GenerationConfig::from_file_if_exists(&files.generation_config())? {
-            end_of_generation.extend(generation.eos_token_id.map(|ids| ids.to_vec()).unwrap_or_default());
+        if let Some(generation) = GenerationConfig::from_file_if_exists(&files.generation_config())?
+        {
+            end_of_generation.extend(
+                generation
+                    .eos_token_id
+                    .map(|ids| ids.to_vec())
+                    .unwrap_or_default(),
+            );
         }
         end_of_generation.sort_unstable();
         end_of_generation.dedup();
@@ -43,6 +49,10 @@ impl LoadedModel {
     }
 
     pub fn generator(&self) -> Generator<'_> {
-        Generator::new(&self.model, &self.tokenizer, self.end_of_generation.iter().copied())
+        Generator::new(
+            &self.model,
+            &self.tokenizer,
+            self.end_of_generation.iter().copied(),
+        )
     }
 }

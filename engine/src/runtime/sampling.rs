@@ -60,7 +60,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Self { params, rng, candidates: Vec::new() }
+        Self {
+            params,
+            rng,
+            candidates: Vec::new(),
+        }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -92,14 +96,21 @@ impl Sampler {
         let candidates = &mut self.candidates;
         candidates.clear();
         if self.params.top_k > 0 && self.params.top_k < logits.len() {
-            candidates.extend(top_k_indices(logits, self.params.top_k).into_iter().map(|i| (i, logits[i as usize])));
+            candidates.extend(
+                top_k_indices(logits, self.params.top_k)
+                    .into_iter()
+                    .map(|i| (i, logits[i as usize])),
+            );
         } else {
             candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
             candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         }
         // Softmax over the candidates at the given temperature, in f64.
         let max = candidates[0].1 as f64;
-        let mut weights: Vec<f64> = candidates.iter().map(|&(_, l)| ((l as f64 - max) * inv_t).exp()).collect();
+        let mut weights: Vec<f64> = candidates
+            .iter()
+            .map(|&(_, l)| ((l as f64 - max) * inv_t).exp())
+            .collect();
         let total: f64 = weights.iter().sum();
         let mut keep = weights.len();
         if self.params.top_p < 1.0 {
@@ -167,7 +178,10 @@ mod tests {
 
     #[test]
     fn greedy_picks_argmax_and_reports_logprobs() {
-        let mut s = Sampler::new(SamplingParams { top_logprobs: 2, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            top_logprobs: 2,
+            ..Default::default()
+        });
         let out = s.sample(&[0.0, 2.0, 1.0]);
         assert_eq!(out.token, 1);
         let z = (1f64 + 2f64.exp() + 1f64.exp()).ln();
@@ -184,7 +198,12 @@ mod tests {
     #[test]
     fn seeded_sampling_repeats_and_respects_top_k() {
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
-        let params = SamplingParams { temperature: 1.0, top_k: 5, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 5,
+            seed: 7,
+            ..Default::default()
+        };
         let allowed = top_k_indices(&logits, 5);
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone());
@@ -199,7 +218,12 @@ mod tests {
     #[test]
     fn tiny_top_p_is_greedy() {
         let logits = [0.1f32, 5.0, 0.2, 4.9];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.01, seed: 3, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_p: 0.01,
+            seed: 3,
+            ..Default::default()
+        });
         assert!((0..20).all(|_| s.sample(&logits).token == 1));
     }
 }

@@ -8,7 +8,10 @@ use engine::checkpoint::synth::{synthesize, Preset, SynthOptions};
 
 /// The workspace root (the folder above the engine crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine has a parent")
+        .to_path_buf()
 }
 
 /// A model fetched by `make model`; fails loudly (never skips) when it is missing.
