@@ -31,6 +31,18 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn tiny_gqa_llama3_rope_matches_candle_transformers_for_prefill_and_8_decode_steps() {
+    let prompt: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 12366, 13, 578];
+    compare_with_candle_transformers(&prompt, 8);
+}
+
+#[test]
+fn long_prompt_prefill_in_several_attention_chunks_matches_candle_transformers() {
+    // Past the engine's 128-row prefill chunk, so chunked causal attention is exercised.
+    let prompt: Vec<u32> = (0..300u32).map(|i| 1000 + (i * 7919) % 100_000).collect();
+    compare_with_candle_transformers(&prompt, 3);
+}
+
+fn compare_with_candle_transformers(prompt: &[u32], decode_steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     // A small shard limit forces several shards and an index, the layout of real 70B checkpoints.
     common::tiny_model(dir.path(), Some(2), 8 << 20);
@@ -53,20 +65,16 @@ fn tiny_gqa_llama3_rope_matches_candle_transformers_for_prefill_and_8_decode_ste
     let theirs = reference::Llama::load(vb, &ref_cfg).unwrap();
     let mut their_cache = reference::Cache::new(true, DType::F32, &ref_cfg, &device).unwrap();
 
-    let prompt: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 12366, 13, 578];
-    let mut our_cache = ours.new_cache(prompt.len() + 8).unwrap();
+    let mut our_cache = ours.new_cache(prompt.len() + decode_steps).unwrap();
     let our_logits = ours
         .forward(SequenceBatch {
-            tokens: vec![prompt.as_slice()],
+            tokens: vec![prompt],
             caches: vec![&mut our_cache],
         })
         .unwrap()
         .squeeze(0)
         .unwrap();
-    let input = Tensor::new(prompt.as_slice(), &device)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let input = Tensor::new(prompt, &device).unwrap().unsqueeze(0).unwrap();
     let their_logits = theirs
         .forward(&input, 0, &mut their_cache)
         .unwrap()
@@ -76,7 +84,7 @@ fn tiny_gqa_llama3_rope_matches_candle_transformers_for_prefill_and_8_decode_ste
     assert!(diff < 1e-4, "prefill logits differ by {diff}");
 
     let mut next = argmax(&our_logits.to_vec1::<f32>().unwrap());
-    for step in 0..8 {
+    for step in 0..decode_steps {
         let position = prompt.len() + step;
         let token = [next];
         let our_logits = ours

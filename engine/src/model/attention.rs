@@ -14,6 +14,9 @@ use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::runtime::kv_cache::LayerKvCache;
 
+/// Query rows per attention chunk during prefill.
+const PREFILL_CHUNK: usize = 128;
+
 /// Where one sequence sits in a packed batch, and its causal mask when it has several new tokens.
 #[derive(Debug, Clone)]
 pub struct SequenceSlot {
@@ -57,6 +60,55 @@ impl Attention {
         })
     }
 
+    /// Attention of `n` new query rows `(n, heads, hd)` against the cached keys and values, in
+    /// chunks of query rows: a chunk only reads the keys it can see (skipping the masked upper
+    /// triangle, about a third of the work for a long prompt) and the score buffer stays bounded.
+    fn prefill_attention(
+        &self,
+        q: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        slot: &SequenceSlot,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let group = nh / nkv;
+        let n = slot.len;
+        let cached = keys.dim(1)? - n;
+        // (n, heads, hd) -> (kv_heads, group, n, hd): query heads sharing a KV head are adjacent.
+        let q = q
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((nkv, group, n, hd))?;
+        let mut chunks = Vec::with_capacity(n.div_ceil(PREFILL_CHUNK));
+        for start in (0..n).step_by(PREFILL_CHUNK) {
+            let rows = PREFILL_CHUNK.min(n - start);
+            let visible = cached + start + rows;
+            let q = q
+                .narrow(2, start, rows)?
+                .contiguous()?
+                .reshape((nkv, group * rows, hd))?;
+            let keys = keys.narrow(1, 0, visible)?;
+            let scores = (q.matmul(&keys.t()?)? * scale)?;
+            let scores = match &slot.mask {
+                Some(mask) => scores
+                    .reshape((nkv, group, rows, visible))?
+                    .broadcast_add(&mask.narrow(0, start, rows)?.narrow(1, 0, visible)?)?
+                    .reshape((nkv, group * rows, visible))?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let out = probs.matmul(&values.narrow(1, 0, visible)?)?; // (kv_heads, group * rows, hd)
+            chunks.push(out.reshape((nh, rows, hd))?);
+        }
+        let out = if chunks.len() == 1 {
+            chunks.pop().expect("one chunk")
+        } else {
+            Tensor::cat(&chunks, 1)?
+        };
+        Ok(out.transpose(0, 1)?.reshape((n, nh * hd))?)
+    }
+
     /// `x`: `(tokens, hidden)` packed over `slots`; `caches[i]` belongs to `slots[i]`.
     pub fn forward(
         &self,
@@ -74,33 +126,34 @@ impl Attention {
         let q = apply_rotary(&q, cos, sin)?.squeeze(0)?;
         let k = apply_rotary(&k, cos, sin)?.squeeze(0)?;
 
-        let group = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut outputs = Vec::with_capacity(slots.len());
         for (slot, cache) in slots.iter().zip(caches.iter_mut()) {
             let n = slot.len;
-            // (n, heads, hd) -> (kv_heads, group * n, hd): query heads sharing a KV head are adjacent.
-            let q = q.narrow(0, slot.offset, n)?.transpose(0, 1)?.contiguous()?;
-            let q = q.reshape((nkv, group * n, hd))?;
             let k_new = k.narrow(0, slot.offset, n)?.transpose(0, 1)?.contiguous()?;
             let v_new = v.narrow(0, slot.offset, n)?.transpose(0, 1)?.contiguous()?;
             let (keys, values) = cache.append(&k_new, &v_new)?;
-            let kv_len = keys.dim(1)?;
-            let scores = (q.matmul(&keys.t()?)? * scale)?;
-            let scores = match &slot.mask {
-                Some(mask) => scores
-                    .reshape((nkv, group, n, kv_len))?
-                    .broadcast_add(mask)?
-                    .reshape((nkv, group * n, kv_len))?,
-                None => scores,
-            };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let out = probs.matmul(&values)?; // (kv_heads, group * n, hd)
-            let out = out
-                .reshape((nh, n, hd))?
-                .transpose(0, 1)?
-                .reshape((n, nh * hd))?;
-            outputs.push(out);
+            if n == 1 && kernels::decode_attention_supported(&q, &keys) {
+                // One new token: the fused kernel reads the cache in place.
+                let q_row = q.narrow(0, slot.offset, 1)?.reshape((nh, hd))?;
+                let (key_buf, value_buf) = cache.buffers();
+                let len = cache.len();
+                outputs.push(kernels::decode_attention(
+                    &q_row,
+                    key_buf,
+                    value_buf,
+                    len,
+                    scale as f32,
+                )?);
+                continue;
+            }
+            outputs.push(self.prefill_attention(
+                &q.narrow(0, slot.offset, n)?,
+                &keys,
+                &values,
+                slot,
+                scale,
+            )?);
         }
         let attended = if outputs.len() == 1 {
             outputs.pop().expect("one output")

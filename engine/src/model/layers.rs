@@ -35,8 +35,10 @@ impl Linear {
         Ok(Self::new(weight))
     }
 
+    /// `x`: `(tokens, in_features)`. Few tokens (decode) take the streaming kernel, which reads
+    /// each weight once without packing it; many (prefill) take candle's GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.t()?)?)
+        Ok(kernels::linear_small_batch(x, &self.weight)?)
     }
 
     pub fn weight(&self) -> &Tensor {

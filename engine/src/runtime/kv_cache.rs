@@ -36,6 +36,12 @@ impl LayerKvCache {
         self.len == 0
     }
 
+    /// The whole key and value buffers, `(kv_heads, capacity, head_dim)`; the first `len()` rows
+    /// of each head are filled.
+    pub fn buffers(&self) -> (&Tensor, &Tensor) {
+        (&self.keys, &self.values)
+    }
+
     fn capacity(&self) -> usize {
         self.keys.dim(1).unwrap_or(0)
     }

@@ -1,0 +1,4 @@
+//! CPU kernels.
+
+pub mod attention;
+pub mod gemv;
