@@ -82,6 +82,7 @@ impl<'a> Generator<'a> {
     /// Completes every request; outputs are in request order.
     pub fn generate(&self, requests: &[GenerationRequest]) -> Result<Vec<GenerationOutput>> {
         let context = self.model.config().max_position_embeddings;
+        let mut done: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
         let mut active = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             let prompt = request.prompt_ids.len();
@@ -96,28 +97,26 @@ impl<'a> Generator<'a> {
                 )));
             }
             let limit = request.params.max_new_tokens.min(context - prompt);
+            let output = GenerationOutput {
+                prompt_token_ids: request.prompt_ids.clone(),
+                completion: String::new(),
+                completion_token_ids: Vec::with_capacity(limit),
+                finish_reason: FinishReason::Length,
+                logprobs: Vec::new(),
+            };
+            if limit == 0 {
+                done[index] = Some(output);
+                continue;
+            }
             active.push(ActiveSequence {
                 index,
                 cache: self.model.new_cache(prompt + limit)?,
                 sampler: Sampler::new(request.params.clone()),
                 next: [0],
-                output: GenerationOutput {
-                    prompt_token_ids: request.prompt_ids.clone(),
-                    completion: String::new(),
-                    completion_token_ids: Vec::with_capacity(limit),
-                    finish_reason: FinishReason::Length,
-                    logprobs: Vec::new(),
-                },
+                output,
                 limit,
             });
         }
-        let mut done: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
-        active.retain_mut(|seq| {
-            if seq.limit == 0 {
-                done[seq.index] = Some(std::mem::replace(&mut seq.output, empty_output()));
-            }
-            seq.limit > 0
-        });
 
         let mut prefill = true;
         while !active.is_empty() {
@@ -185,15 +184,5 @@ impl<'a> Generator<'a> {
             return Ok(true);
         }
         Ok(false)
-    }
-}
-
-fn empty_output() -> GenerationOutput {
-    GenerationOutput {
-        prompt_token_ids: Vec::new(),
-        completion: String::new(),
-        completion_token_ids: Vec::new(),
-        finish_reason: FinishReason::Length,
-        logprobs: Vec::new(),
     }
 }
