@@ -8,6 +8,7 @@
 pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
+pub mod dist;
 pub mod error;
 pub mod fsutil;
 pub mod model;

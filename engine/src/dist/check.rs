@@ -1,0 +1,1 @@
+//! `engine dist-check` (helper in progress).

@@ -1,0 +1,1 @@
+//! In-process backend (helper in progress).
