@@ -191,6 +191,47 @@ impl Checkpoint {
         self.to_tensor(name, entry, bytes, &shape, dtype, device)
     }
 
+    /// Loads columns `start..start+len` of a 2-D tensor, reading only those bytes of each row: how
+    /// a rank reads its slice of a row-parallel weight.
+    pub fn load_cols(
+        &self,
+        name: &str,
+        expected_shape: &[usize],
+        start: usize,
+        len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let entry = self.checked_entry(name, expected_shape)?;
+        let &[rows, cols] = entry.shape.as_slice() else {
+            return Err(EngineError::tensor(
+                self.path_of(name),
+                name,
+                "column slices need a 2-D tensor",
+            ));
+        };
+        if start + len > cols {
+            return Err(EngineError::tensor(
+                self.path_of(name),
+                name,
+                format!(
+                    "columns {start}..{} out of range for {cols} columns",
+                    start + len
+                ),
+            ));
+        }
+        if start == 0 && len == cols {
+            return self.load(name, expected_shape, dtype, device);
+        }
+        let elem = entry.dtype.size_in_bytes();
+        let data = &self.files[entry.file].mmap[entry.start..entry.end];
+        let mut bytes = Vec::with_capacity(rows * len * elem);
+        for row in data.chunks_exact(cols * elem) {
+            bytes.extend_from_slice(&row[start * elem..(start + len) * elem]);
+        }
+        self.to_tensor(name, entry, &bytes, &[rows, len], dtype, device)
+    }
+
     fn checked_entry(&self, name: &str, expected_shape: &[usize]) -> Result<&TensorEntry> {
         let entry = self.tensors.get(name).ok_or_else(|| {
             let files: Vec<String> = self
@@ -368,6 +409,19 @@ mod tests {
         assert_eq!(
             rows.to_vec2::<f32>().unwrap(),
             vec![vec![4., 5., 6., 7.], vec![8., 9., 10., 11.]]
+        );
+    }
+
+    #[test]
+    fn loads_columns_of_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = Checkpoint::open_files(&[sample(dir.path())]).unwrap();
+        let cols = ck
+            .load_cols("a", &[3, 4], 1, 2, DType::F32, &Device::Cpu)
+            .unwrap();
+        assert_eq!(
+            cols.to_vec2::<f32>().unwrap(),
+            vec![vec![1., 2.], vec![5., 6.], vec![9., 10.]]
         );
     }
 

@@ -44,3 +44,55 @@ pub trait Communicator {
 
 /// How long a blocking collective may take before the job is brought down.
 pub const DEFAULT_COMM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The group of one rank: every collective is the identity. What a single-rank run reduces over.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SoloCommunicator;
+
+impl Communicator for SoloCommunicator {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _data: &mut [f32]) -> Result<(), DistError> {
+        Ok(())
+    }
+    fn all_gather(&self, data: &[f32]) -> Result<Vec<f32>, DistError> {
+        Ok(data.to_vec())
+    }
+    fn broadcast_bytes(&self, _root: usize, _data: &mut Vec<u8>) -> Result<(), DistError> {
+        Ok(())
+    }
+    fn send(&self, dest: usize, _data: &[f32]) -> Result<(), DistError> {
+        Err(self.no_peer("send", dest))
+    }
+    fn recv(&self, src: usize, _data: &mut [f32]) -> Result<(), DistError> {
+        Err(self.no_peer("recv", src))
+    }
+    fn send_bytes(&self, dest: usize, _data: &[u8]) -> Result<(), DistError> {
+        Err(self.no_peer("send_bytes", dest))
+    }
+    fn recv_bytes(&self, src: usize) -> Result<Vec<u8>, DistError> {
+        Err(self.no_peer("recv_bytes", src))
+    }
+    fn barrier(&self) -> Result<(), DistError> {
+        Ok(())
+    }
+    fn name(&self) -> &str {
+        "solo"
+    }
+}
+
+impl SoloCommunicator {
+    fn no_peer(&self, op: &'static str, peer: usize) -> DistError {
+        DistError {
+            op,
+            group: "solo".into(),
+            rank: 0,
+            size: 1,
+            message: format!("no rank {peer} in a group of one"),
+        }
+    }
+}

@@ -7,10 +7,11 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::layers::Linear;
+use super::parallel::{ColumnParallelLinear, HeadShard, RowParallelLinear, Shard};
 use super::rope::apply_rotary;
 use crate::checkpoint::Checkpoint;
 use crate::config::LlamaConfig;
+use crate::dist::Communicator;
 use crate::error::Result;
 use crate::runtime::kv_cache::LayerKvCache;
 
@@ -30,34 +31,79 @@ pub struct SequenceSlot {
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: ColumnParallelLinear,
+    k_proj: ColumnParallelLinear,
+    v_proj: ColumnParallelLinear,
+    o_proj: RowParallelLinear,
+    /// Query heads on this rank.
     num_heads: usize,
+    /// KV heads on this rank (replicated across ranks when tp exceeds the model's KV heads).
     num_kv_heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
+    /// Loads this rank's heads: q/k/v rows and o columns of the heads in `shard`.
     pub fn load(
         ck: &Checkpoint,
         prefix: &str,
         cfg: &LlamaConfig,
+        shard: Shard,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads());
+        let heads = HeadShard::new(nh, nkv, shard)?;
+        let q_rows = (heads.q_start * hd, heads.q_heads * hd);
+        let kv_rows = (heads.kv_start * hd, heads.kv_heads * hd);
+        let p = |name: &str| format!("{prefix}.{name}");
         Ok(Self {
-            q_proj: Linear::load(ck, &format!("{prefix}.q_proj"), nh * hd, h, dtype, device)?,
-            k_proj: Linear::load(ck, &format!("{prefix}.k_proj"), nkv * hd, h, dtype, device)?,
-            v_proj: Linear::load(ck, &format!("{prefix}.v_proj"), nkv * hd, h, dtype, device)?,
-            o_proj: Linear::load(ck, &format!("{prefix}.o_proj"), h, nh * hd, dtype, device)?,
-            num_heads: nh,
-            num_kv_heads: nkv,
+            q_proj: ColumnParallelLinear::load_rows(
+                ck,
+                &p("q_proj"),
+                nh * hd,
+                h,
+                q_rows,
+                dtype,
+                device,
+            )?,
+            k_proj: ColumnParallelLinear::load_rows(
+                ck,
+                &p("k_proj"),
+                nkv * hd,
+                h,
+                kv_rows,
+                dtype,
+                device,
+            )?,
+            v_proj: ColumnParallelLinear::load_rows(
+                ck,
+                &p("v_proj"),
+                nkv * hd,
+                h,
+                kv_rows,
+                dtype,
+                device,
+            )?,
+            o_proj: RowParallelLinear::load_cols(
+                ck,
+                &p("o_proj"),
+                h,
+                nh * hd,
+                q_rows,
+                dtype,
+                device,
+            )?,
+            num_heads: heads.q_heads,
+            num_kv_heads: heads.kv_heads,
             head_dim: hd,
         })
+    }
+
+    /// KV heads this rank caches.
+    pub fn local_kv_heads(&self) -> usize {
+        self.num_kv_heads
     }
 
     /// Attention of `n` new query rows `(n, heads, hd)` against the cached keys and values, in
@@ -117,6 +163,7 @@ impl Attention {
         sin: &Tensor,
         slots: &[SequenceSlot],
         caches: &mut [&mut LayerKvCache],
+        tp: &dyn Communicator,
     ) -> Result<Tensor> {
         let tokens = x.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -160,7 +207,7 @@ impl Attention {
         } else {
             Tensor::cat(&outputs, 0)?
         };
-        self.o_proj.forward(&attended)
+        self.o_proj.forward(&attended, tp)
     }
 }
 

@@ -5,8 +5,10 @@ use candle_core::{DType, Device, Tensor};
 use super::attention::{Attention, SequenceSlot};
 use super::layers::RmsNorm;
 use super::mlp::Mlp;
+use super::parallel::Shard;
 use crate::checkpoint::Checkpoint;
 use crate::config::LlamaConfig;
+use crate::dist::Communicator;
 use crate::error::Result;
 use crate::runtime::kv_cache::LayerKvCache;
 
@@ -24,6 +26,7 @@ impl DecoderLayer {
         ck: &Checkpoint,
         index: usize,
         cfg: &LlamaConfig,
+        shard: Shard,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -38,7 +41,7 @@ impl DecoderLayer {
                 dtype,
                 device,
             )?,
-            self_attn: Attention::load(ck, &format!("{p}.self_attn"), cfg, dtype, device)?,
+            self_attn: Attention::load(ck, &format!("{p}.self_attn"), cfg, shard, dtype, device)?,
             post_attention_layernorm: RmsNorm::load(
                 ck,
                 &format!("{p}.post_attention_layernorm"),
@@ -47,7 +50,7 @@ impl DecoderLayer {
                 dtype,
                 device,
             )?,
-            mlp: Mlp::load(ck, &format!("{p}.mlp"), cfg, dtype, device)?,
+            mlp: Mlp::load(ck, &format!("{p}.mlp"), cfg, shard, dtype, device)?,
         })
     }
 
@@ -58,14 +61,27 @@ impl DecoderLayer {
         sin: &Tensor,
         slots: &[SequenceSlot],
         caches: &mut [&mut LayerKvCache],
+        tp: &dyn Communicator,
     ) -> Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(x)?, cos, sin, slots, caches)?;
+        let attn = self.self_attn.forward(
+            &self.input_layernorm.forward(x)?,
+            cos,
+            sin,
+            slots,
+            caches,
+            tp,
+        )?;
         let x = (x + attn)?;
         let mlp = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+            .forward(&self.post_attention_layernorm.forward(&x)?, tp)?;
         Ok((x + mlp)?)
+    }
+}
+
+impl DecoderLayer {
+    /// KV heads this rank caches for the layer.
+    pub fn local_kv_heads(&self) -> usize {
+        self.self_attn.local_kv_heads()
     }
 }

@@ -11,6 +11,7 @@ pub mod block;
 pub mod layers;
 pub mod llama;
 pub mod mlp;
+pub mod parallel;
 pub mod rope;
 
-pub use llama::{Llama, SequenceBatch};
+pub use llama::{split_layers, Llama, SequenceBatch, ShardPlan, ShardedLogits, StageOutput};
