@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use super::kv_cache::SequenceKvCache;
 use super::sampling::{SampledToken, Sampler, SamplingParams};
+use super::token_choice::summarize_rows;
+use crate::dist::{Communicator, SoloCommunicator};
 use crate::error::{EngineError, Result};
-use crate::model::{Llama, SequenceBatch};
+use crate::model::{Llama, SequenceBatch, StageOutput};
 use crate::tokenizer::ModelTokenizer;
 
 /// One prompt to complete.
@@ -79,8 +81,18 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// Completes every request; outputs are in request order.
+    /// Completes every request on one rank holding the whole model; outputs are in request order.
     pub fn generate(&self, requests: &[GenerationRequest]) -> Result<Vec<GenerationOutput>> {
+        self.generate_tp(requests, &SoloCommunicator)
+    }
+
+    /// Completes every request with the model's layers split over the tensor-parallel group `tp`.
+    /// Every rank of the group runs this with the same requests and gets the same outputs.
+    pub fn generate_tp(
+        &self,
+        requests: &[GenerationRequest],
+        tp: &dyn Communicator,
+    ) -> Result<Vec<GenerationOutput>> {
         let context = self.model.config().max_position_embeddings;
         let mut done: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
         let mut active = Vec::with_capacity(requests.len());
@@ -134,9 +146,17 @@ impl<'a> Generator<'a> {
                     (tokens, cache)
                 })
                 .unzip();
-            let logits = self.model.forward(SequenceBatch { tokens, caches })?;
+            let StageOutput::Logits(logits) =
+                self.model
+                    .forward_stage(SequenceBatch { tokens, caches }, None, tp)?
+            else {
+                return Err(EngineError::Request(
+                    "this rank holds a pipeline stage: use the pipeline runtime".into(),
+                ));
+            };
             prefill = false;
-            let rows = logits.to_vec2::<f32>()?;
+            let params: Vec<_> = active.iter().map(|s| s.sampler.params()).collect();
+            let rows = summarize_rows(&logits, &params, tp)?;
             let mut still_active = Vec::with_capacity(active.len());
             for (mut seq, row) in active.into_iter().zip(rows) {
                 let sampled = seq.sampler.sample(&row);

@@ -4,6 +4,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;
 pub mod sampling;
+pub mod token_choice;
 
 pub use generate::{FinishReason, GenerationOutput, GenerationRequest, Generator, TokenLogprob};
 pub use loaded_model::LoadedModel;

@@ -4,6 +4,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::token_choice::RowSummary;
+
 /// How to pick tokens and when to stop, for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -49,63 +51,66 @@ pub struct SampledToken {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Per-sequence sampler; owns its RNG so a sequence samples the same alone or in a batch.
+/// Per-sequence sampler; owns its RNG so a sequence samples the same alone or in a batch, and on
+/// every rank of a tensor-parallel group.
 #[derive(Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
-    candidates: Vec<(u32, f32)>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Self {
-            params,
-            rng,
-            candidates: Vec::new(),
-        }
+        Self { params, rng }
     }
 
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }
 
-    /// Picks the next token from one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
-        let (max, log_sum) = log_sum_exp(logits);
-        let logprob = |x: f32| ((x as f64) - max - log_sum) as f32;
-        let token = if self.params.is_greedy() {
-            argmax(logits)
+    /// Picks the next token from a full row of logits.
+    pub fn sample_row(&mut self, logits: &[f32]) -> SampledToken {
+        self.sample(&RowSummary::from_full_row(logits, &self.params))
+    }
+
+    /// Picks the next token from a row summary (see [`super::token_choice`]).
+    pub fn sample(&mut self, row: &RowSummary) -> SampledToken {
+        let (token, logit) = if self.params.is_greedy() {
+            row.top[0]
+        } else if self.params.top_k > 0 {
+            let k = self.params.top_k.min(row.top.len());
+            let candidates = row.top[..k].to_vec();
+            self.draw(&candidates)
         } else {
-            self.sample_stochastic(logits)
+            let full = row
+                .full
+                .as_deref()
+                .expect("summaries keep the full row for full-vocabulary sampling");
+            let mut candidates: Vec<(u32, f32)> = full
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, l))
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            self.draw(&candidates)
         };
-        let top = top_k_indices(logits, self.params.top_logprobs)
-            .into_iter()
-            .map(|i| (i, logprob(logits[i as usize])))
+        let top = row
+            .top
+            .iter()
+            .take(self.params.top_logprobs)
+            .map(|&(id, l)| (id, row.logprob(l)))
             .collect();
         SampledToken {
             token,
-            logprob: logprob(logits[token as usize]),
+            logprob: row.logprob(logit),
             top,
         }
     }
 
-    fn sample_stochastic(&mut self, logits: &[f32]) -> u32 {
+    /// Draws from `candidates` (best first) at the temperature, within the top-p mass.
+    fn draw(&mut self, candidates: &[(u32, f32)]) -> (u32, f32) {
         let inv_t = 1.0 / self.params.temperature;
-        let candidates = &mut self.candidates;
-        candidates.clear();
-        if self.params.top_k > 0 && self.params.top_k < logits.len() {
-            candidates.extend(
-                top_k_indices(logits, self.params.top_k)
-                    .into_iter()
-                    .map(|i| (i, logits[i as usize])),
-            );
-        } else {
-            candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-            candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        }
-        // Softmax over the candidates at the given temperature, in f64.
         let max = candidates[0].1 as f64;
         let mut weights: Vec<f64> = candidates
             .iter()
@@ -128,11 +133,11 @@ impl Sampler {
         let mut draw = self.rng.random::<f64>() * kept;
         for (i, w) in weights.iter().enumerate() {
             if draw < *w {
-                return candidates[i].0;
+                return candidates[i];
             }
             draw -= w;
         }
-        candidates[keep - 1].0
+        candidates[keep - 1]
     }
 }
 
@@ -145,13 +150,6 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-/// `(max, ln(sum(exp(x - max))))` in f64, so `logprob(x) = x - max - log_sum`.
-fn log_sum_exp(logits: &[f32]) -> (f64, f64) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    (max, sum.ln())
 }
 
 /// The `k` largest entries, best first (ties by lower index), in one pass.
@@ -182,7 +180,7 @@ mod tests {
             top_logprobs: 2,
             ..Default::default()
         });
-        let out = s.sample(&[0.0, 2.0, 1.0]);
+        let out = s.sample_row(&[0.0, 2.0, 1.0]);
         assert_eq!(out.token, 1);
         let z = (1f64 + 2f64.exp() + 1f64.exp()).ln();
         assert!((out.logprob as f64 - (2.0 - z)).abs() < 1e-6);
@@ -207,7 +205,9 @@ mod tests {
         let allowed = top_k_indices(&logits, 5);
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone());
-            (0..40).map(|_| s.sample(&logits).token).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample_row(&logits).token)
+                .collect::<Vec<_>>()
         };
         let a = draw(&params);
         assert_eq!(a, draw(&params));
@@ -224,6 +224,6 @@ mod tests {
             seed: 3,
             ..Default::default()
         });
-        assert!((0..20).all(|_| s.sample(&logits).token == 1));
+        assert!((0..20).all(|_| s.sample_row(&logits).token == 1));
     }
 }
