@@ -28,6 +28,23 @@ pub fn project_model(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes the tiny synthetic Llama with the project's Llama 3 tokenizer, so it can generate text.
+pub fn tiny_model_with_tokenizer(dir: &Path, kv_heads: Option<usize>) {
+    synthesize(
+        &SynthOptions {
+            preset: Preset::Tiny,
+            layers: Some(3),
+            kv_heads,
+            dtype: DType::F32,
+            seed: 11,
+            max_shard_bytes: usize::MAX,
+            tokenizer_dir: Some(project_model("llama3-tokenizer")),
+        },
+        dir,
+    )
+    .expect("synthesize tiny model");
+}
+
 /// Writes the tiny synthetic Llama (GQA, llama3 rope scaling) into `dir`.
 pub fn tiny_model(dir: &Path, kv_heads: Option<usize>, max_shard_bytes: usize) {
     synthesize(
