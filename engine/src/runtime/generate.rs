@@ -2,6 +2,7 @@
 //! unfinished sequence together, each with its own KV cache and sampler.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -47,25 +48,58 @@ pub struct GenerationOutput {
     pub completion_token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub logprobs: Vec<TokenLogprob>,
+    /// Milliseconds from the start of the batch to this request's first token.
+    pub ttft_ms: f64,
+    /// Milliseconds from the start of the batch to this request's last token.
+    pub latency_ms: f64,
 }
 
 /// Generates completions with a loaded model and its tokenizer.
 pub struct Generator<'a> {
-    model: &'a Llama,
+    pub(super) model: &'a Llama,
     tokenizer: &'a ModelTokenizer,
     end_of_generation: HashSet<u32>,
 }
 
 /// A request in flight.
-struct ActiveSequence {
+pub(super) struct ActiveSequence {
     index: usize,
-    cache: SequenceKvCache,
-    sampler: Sampler,
+    pub(super) cache: SequenceKvCache,
+    pub(super) sampler: Sampler,
     /// Token the next forward pass feeds.
     next: [u32; 1],
     output: GenerationOutput,
     /// Most tokens this sequence may generate (request limit, capped by the context).
     limit: usize,
+}
+
+/// The new tokens (the prompt at prefill, else the last sampled token) and caches of `active`.
+pub(super) fn step_inputs<'s>(
+    active: &'s mut [ActiveSequence],
+    requests: &'s [GenerationRequest],
+    prefill: bool,
+) -> (Vec<&'s [u32]>, Vec<&'s mut SequenceKvCache>) {
+    active
+        .iter_mut()
+        .map(|s| {
+            let ActiveSequence {
+                index, next, cache, ..
+            } = s;
+            let tokens: &[u32] = if prefill {
+                &requests[*index].prompt_ids
+            } else {
+                &next[..]
+            };
+            (tokens, cache)
+        })
+        .unzip()
+}
+
+/// Outputs in request order.
+pub(super) fn finish(done: Vec<Option<GenerationOutput>>) -> Vec<GenerationOutput> {
+    done.into_iter()
+        .map(|o| o.expect("every request finishes"))
+        .collect()
 }
 
 impl<'a> Generator<'a> {
@@ -93,6 +127,37 @@ impl<'a> Generator<'a> {
         requests: &[GenerationRequest],
         tp: &dyn Communicator,
     ) -> Result<Vec<GenerationOutput>> {
+        let clock = Instant::now();
+        let (mut done, mut active) = self.start(requests)?;
+        let mut prefill = true;
+        while !active.is_empty() {
+            let (tokens, caches) = step_inputs(&mut active, requests, prefill);
+            let StageOutput::Logits(logits) =
+                self.model
+                    .forward_stage(SequenceBatch { tokens, caches }, None, tp)?
+            else {
+                return Err(EngineError::Request(
+                    "this rank holds a pipeline stage: use the pipeline runtime".into(),
+                ));
+            };
+            prefill = false;
+            let params: Vec<_> = active.iter().map(|s| s.sampler.params()).collect();
+            let rows = summarize_rows(&logits, &params, tp)?;
+            let sampled: Vec<SampledToken> = active
+                .iter_mut()
+                .zip(rows)
+                .map(|(seq, row)| seq.sampler.sample(&row))
+                .collect();
+            active = self.accept_all(active, sampled, &mut done, &clock)?;
+        }
+        Ok(finish(done))
+    }
+
+    /// Validates the requests and sets up their state; zero-token requests finish at once.
+    pub(super) fn start(
+        &self,
+        requests: &[GenerationRequest],
+    ) -> Result<(Vec<Option<GenerationOutput>>, Vec<ActiveSequence>)> {
         let context = self.model.config().max_position_embeddings;
         let mut done: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
         let mut active = Vec::with_capacity(requests.len());
@@ -115,6 +180,8 @@ impl<'a> Generator<'a> {
                 completion_token_ids: Vec::with_capacity(limit),
                 finish_reason: FinishReason::Length,
                 logprobs: Vec::new(),
+                ttft_ms: 0.0,
+                latency_ms: 0.0,
             };
             if limit == 0 {
                 done[index] = Some(output);
@@ -129,53 +196,35 @@ impl<'a> Generator<'a> {
                 limit,
             });
         }
+        Ok((done, active))
+    }
 
-        let mut prefill = true;
-        while !active.is_empty() {
-            let (tokens, caches): (Vec<&[u32]>, Vec<&mut SequenceKvCache>) = active
-                .iter_mut()
-                .map(|s| {
-                    let ActiveSequence {
-                        index, next, cache, ..
-                    } = s;
-                    let tokens: &[u32] = if prefill {
-                        &requests[*index].prompt_ids
-                    } else {
-                        &next[..]
-                    };
-                    (tokens, cache)
-                })
-                .unzip();
-            let StageOutput::Logits(logits) =
-                self.model
-                    .forward_stage(SequenceBatch { tokens, caches }, None, tp)?
-            else {
-                return Err(EngineError::Request(
-                    "this rank holds a pipeline stage: use the pipeline runtime".into(),
-                ));
-            };
-            prefill = false;
-            let params: Vec<_> = active.iter().map(|s| s.sampler.params()).collect();
-            let rows = summarize_rows(&logits, &params, tp)?;
-            let mut still_active = Vec::with_capacity(active.len());
-            for (mut seq, row) in active.into_iter().zip(rows) {
-                let sampled = seq.sampler.sample(&row);
-                if self.accept(&mut seq, sampled)? {
-                    done[seq.index] = Some(seq.output);
-                } else {
-                    still_active.push(seq);
-                }
+    /// Applies one sampled token per active sequence; returns the sequences still running.
+    pub(super) fn accept_all(
+        &self,
+        active: Vec<ActiveSequence>,
+        sampled: Vec<SampledToken>,
+        done: &mut [Option<GenerationOutput>],
+        clock: &Instant,
+    ) -> Result<Vec<ActiveSequence>> {
+        let mut still_active = Vec::with_capacity(active.len());
+        for (mut seq, token) in active.into_iter().zip(sampled) {
+            let elapsed_ms = clock.elapsed().as_secs_f64() * 1e3;
+            if seq.output.completion_token_ids.is_empty() {
+                seq.output.ttft_ms = elapsed_ms;
             }
-            active = still_active;
+            if self.accept(&mut seq, token)? {
+                seq.output.latency_ms = elapsed_ms;
+                done[seq.index] = Some(seq.output);
+            } else {
+                still_active.push(seq);
+            }
         }
-        Ok(done
-            .into_iter()
-            .map(|o| o.expect("every request finishes"))
-            .collect())
+        Ok(still_active)
     }
 
     /// Records a sampled token; returns true when the sequence is finished.
-    fn accept(&self, seq: &mut ActiveSequence, sampled: SampledToken) -> Result<bool> {
+    pub(super) fn accept(&self, seq: &mut ActiveSequence, sampled: SampledToken) -> Result<bool> {
         let out = &mut seq.output;
         out.completion_token_ids.push(sampled.token);
         out.logprobs.push(TokenLogprob {

@@ -3,6 +3,7 @@
 pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;
+pub mod pipeline;
 pub mod sampling;
 pub mod token_choice;
 

@@ -33,7 +33,7 @@ pub fn tiny_model_with_tokenizer(dir: &Path, kv_heads: Option<usize>) {
     synthesize(
         &SynthOptions {
             preset: Preset::Tiny,
-            layers: Some(3),
+            layers: Some(4),
             kv_heads,
             dtype: DType::F32,
             seed: 11,

@@ -1,5 +1,5 @@
-//! Tensor parallelism with ranks as threads (the in-process backend): every TP size gives the
-//! single rank's greedy tokens, logprobs within 1e-4, and the same seeded samples.
+//! Tensor and pipeline parallelism with ranks as threads (the in-process backend): every layout
+//! gives the single rank's greedy tokens, logprobs within 1e-4, and the same seeded samples.
 
 mod common;
 
@@ -7,9 +7,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use engine::dist::local::LocalJob;
+use engine::dist::DistContext;
 use engine::model::llama::open_dir;
 use engine::model::parallel::Shard;
-use engine::model::{Llama, ShardPlan};
+use engine::model::{split_layers, Llama, ShardPlan};
 use engine::runtime::{GenerationOutput, GenerationRequest, Generator, SamplingParams};
 use engine::tokenizer::ModelTokenizer;
 
@@ -46,20 +47,20 @@ fn requests() -> Vec<GenerationRequest> {
     requests
 }
 
-fn generate(
-    dir: &Path,
-    shard: Shard,
-    tp: &dyn engine::dist::Communicator,
-) -> Vec<GenerationOutput> {
+fn generate(dir: &Path, ctx: &DistContext) -> Vec<GenerationOutput> {
     let (config, ck) = open_dir(dir).unwrap();
+    let topo = ctx.topology;
+    let layers = split_layers(config.num_hidden_layers, topo.pp, None)
+        .unwrap()
+        .remove(topo.stage());
     let plan = ShardPlan {
-        tp: shard,
-        layers: 0..config.num_hidden_layers,
+        tp: Shard::new(topo.tp_rank(), topo.tp),
+        layers,
     };
     let model = Llama::load(&ck, config, plan, DType::F32, &Device::Cpu).unwrap();
     let tokenizer = ModelTokenizer::from_dir(dir).unwrap();
     Generator::new(&model, &tokenizer, [128001, 128009])
-        .generate_tp(&requests(), tp)
+        .generate_distributed(&requests(), ctx, 3)
         .unwrap()
 }
 
@@ -86,34 +87,43 @@ fn assert_same(single: &[GenerationOutput], sharded: &[GenerationOutput], what: 
     }
 }
 
-fn check_tp(kv_heads: usize, tp: usize) {
+fn check(kv_heads: usize, tp: usize, pp: usize) {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_model_with_tokenizer(dir.path(), Some(kv_heads));
-    let single = generate(dir.path(), Shard::WHOLE, &engine::dist::SoloCommunicator);
-    let per_rank = LocalJob::new(tp, 1).run(|ctx| {
-        let shard = Shard::new(ctx.topology.tp_rank(), tp);
-        generate(dir.path(), shard, ctx.tp_group.as_ref())
-    });
+    let single = LocalJob::new(1, 1)
+        .run(|ctx| generate(dir.path(), &ctx))
+        .remove(0);
+    let per_rank = LocalJob::new(tp, pp).run(|ctx| generate(dir.path(), &ctx));
     for (rank, outputs) in per_rank.iter().enumerate() {
         assert_same(
             &single,
             outputs,
-            &format!("tp={tp} kv_heads={kv_heads} rank {rank}"),
+            &format!("tp={tp} pp={pp} kv_heads={kv_heads} rank {rank}"),
         );
     }
 }
 
 #[test]
 fn tp2_matches_single_rank() {
-    check_tp(4, 2);
+    check(4, 2, 1);
 }
 
 #[test]
 fn tp4_matches_single_rank() {
-    check_tp(4, 4);
+    check(4, 4, 1);
 }
 
 #[test]
 fn tp4_with_two_kv_heads_replicates_them_and_matches_single_rank() {
-    check_tp(2, 4);
+    check(2, 4, 1);
+}
+
+#[test]
+fn pp4_matches_single_rank() {
+    check(4, 1, 4);
+}
+
+#[test]
+fn tp2_by_pp2_matches_single_rank() {
+    check(4, 2, 2);
 }
