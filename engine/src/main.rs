@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use candle_core::{DType, Device};
@@ -11,6 +12,9 @@ use serde::Serialize;
 
 use engine::chat_template::{ChatMessage, RenderOptions};
 use engine::checkpoint::synth::{synthesize, Preset, SynthOptions};
+use engine::dist::check::run_dist_check;
+use engine::dist::mpi_backend::MpiWorld;
+use engine::runtime::batch_job::{run_batch_job, RunOptions};
 use engine::runtime::{FinishReason, GenerationRequest, LoadedModel, SamplingParams, TokenLogprob};
 
 /// Llama inference on candle, sharded across ranks (tensor and pipeline parallel).
@@ -29,6 +33,60 @@ enum Command {
     ImportGguf(ImportArgs),
     /// Write a random-weight model folder with a preset's exact shapes.
     Synth(SynthArgs),
+    /// Run a batch of prompts across MPI ranks (`mpirun -n X*Y engine run --tp X --pp Y ...` or
+    /// `srun --mpi=pmix engine run ...`); a lone `engine run` is a world of one.
+    Run(RunArgs),
+    /// Check the MPI wiring: every collective and point-to-point operation on the world and the
+    /// TP groups, with known values.
+    DistCheck(DistArgs),
+}
+
+/// The parallel layout, shared by the distributed commands.
+#[derive(Args, Debug, Clone)]
+struct DistArgs {
+    /// Tensor-parallel ranks per pipeline stage.
+    #[arg(long, default_value_t = 1)]
+    tp: usize,
+    /// Pipeline stages.
+    #[arg(long, default_value_t = 1)]
+    pp: usize,
+    /// Seconds a blocking collective may wait before the job is brought down.
+    #[arg(long, default_value_t = 300)]
+    comm_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    dist: DistArgs,
+    /// Hugging Face model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSONL input: `prompt_id`, `variant`, and `prompt` (raw) or `messages` (chat).
+    #[arg(long)]
+    prompts: PathBuf,
+    /// JSONL output, one row per prompt (written by rank 0, atomically).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Prompts generated together.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches a step is split into across pipeline stages (default: --pp).
+    #[arg(long)]
+    micro_batches: Option<usize>,
+    /// Layers per pipeline stage, e.g. `40,40` (default: even, the remainder to earlier stages).
+    #[arg(long, value_delimiter = ',')]
+    pp_layers: Option<Vec<usize>>,
+    /// Label written into every output row (default: `tp{X}-pp{Y}`).
+    #[arg(long)]
+    strategy: Option<String>,
+    /// Pin the chat template's date (`date_string`).
+    #[arg(long)]
+    date: Option<String>,
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +220,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Run(args) => run_job(args),
+        Command::DistCheck(args) => {
+            let world = MpiWorld::init()?;
+            let ctx = world.context(args.tp, args.pp, Duration::from_secs(args.comm_timeout))?;
+            match run_dist_check(&ctx) {
+                Ok(summary) => {
+                    if ctx.topology.rank == 0 {
+                        println!("{summary}");
+                    }
+                    Ok(())
+                }
+                Err(err) => fail_rank(&world, err.into()),
+            }
+        }
         Command::Synth(args) => {
             let options = SynthOptions {
                 preset: args.preset,
@@ -176,6 +248,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {} ({params} parameters)", args.out.display());
             Ok(())
         }
+    }
+}
+
+/// Prints a rank's error and brings the whole job down (MPI abort), so no rank waits forever.
+fn fail_rank(world: &MpiWorld, err: anyhow::Error) -> ! {
+    eprintln!("error: rank {}: {err:#}", world.rank());
+    if world.world_size() > 1 {
+        world.abort(1);
+    }
+    std::process::exit(1)
+}
+
+fn run_job(args: RunArgs) -> anyhow::Result<()> {
+    let world = MpiWorld::init()?;
+    let RunArgs { dist, .. } = &args;
+    let ctx = match world.context(dist.tp, dist.pp, Duration::from_secs(dist.comm_timeout)) {
+        Ok(ctx) => ctx,
+        // Every rank sees the same layout error: one message is enough.
+        Err(err) if world.rank() == 0 => return Err(err.into()),
+        Err(_) => std::process::exit(1),
+    };
+    let options = RunOptions {
+        model: args.model.clone(),
+        prompts: args.prompts.clone(),
+        out: args.out.clone(),
+        max_new_tokens: args.max_new_tokens,
+        batch_size: args.batch_size,
+        micro_batches: args.micro_batches,
+        pp_layers: args.pp_layers.clone(),
+        strategy: args
+            .strategy
+            .clone()
+            .unwrap_or_else(|| format!("tp{}-pp{}", dist.tp, dist.pp)),
+        dtype: args.dtype.into(),
+        date_string: args.date.clone(),
+        trace_path: None,
+    };
+    match run_batch_job(&options, &ctx) {
+        Ok(rows) => {
+            if ctx.topology.rank == 0 {
+                eprintln!("wrote {} rows to {}", rows.len(), options.out.display());
+            }
+            Ok(())
+        }
+        Err(err) => fail_rank(&world, err.into()),
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use crate::config::{GenerationConfig, ModelFiles};
+use crate::config::{GenerationConfig, LlamaConfig, ModelFiles};
 use crate::error::Result;
 use crate::model::Llama;
 use crate::tokenizer::ModelTokenizer;
@@ -55,4 +55,25 @@ impl LoadedModel {
             self.end_of_generation.iter().copied(),
         )
     }
+}
+
+/// Union of `eos_token_id` in config.json and generation_config.json.
+pub fn end_of_generation_ids(dir: &Path, config: &LlamaConfig) -> Result<Vec<u32>> {
+    let files = ModelFiles::new(dir);
+    let mut ids: Vec<u32> = config
+        .eos_token_id
+        .as_ref()
+        .map(|ids| ids.to_vec())
+        .unwrap_or_default();
+    if let Some(generation) = GenerationConfig::from_file_if_exists(&files.generation_config())? {
+        ids.extend(
+            generation
+                .eos_token_id
+                .map(|ids| ids.to_vec())
+                .unwrap_or_default(),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }

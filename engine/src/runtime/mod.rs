@@ -1,5 +1,6 @@
 //! Running the model: KV caches, sampling and the generation loop.
 
+pub mod batch_job;
 pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;
