@@ -11,6 +11,11 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v npm >/dev/null || need+=(npm)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v sha256sum >/dev/null || need+=(coreutils)
+# MPI: ranks come from mpirun/srun; the mpi crate's bindings need the headers and libclang.
+command -v mpirun >/dev/null || need+=(openmpi-bin)
+[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
+  dpkg -s libopenmpi-dev >/dev/null 2>&1 || need+=(libopenmpi-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"

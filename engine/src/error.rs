@@ -33,6 +33,8 @@ pub enum EngineError {
     #[error("invalid request: {0}")]
     Request(String),
     #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 

@@ -16,9 +16,17 @@ pub struct Topology {
 
 impl Topology {
     /// Checks that the world is exactly `tp * pp` ranks.
-    pub fn new(tp: usize, pp: usize, world_size: usize, rank: usize, local_rank: usize) -> Result<Self> {
+    pub fn new(
+        tp: usize,
+        pp: usize,
+        world_size: usize,
+        rank: usize,
+        local_rank: usize,
+    ) -> Result<Self> {
         if tp == 0 || pp == 0 {
-            return Err(EngineError::Request(format!("--tp {tp} --pp {pp}: both must be at least 1")));
+            return Err(EngineError::Request(format!(
+                "--tp {tp} --pp {pp}: both must be at least 1"
+            )));
         }
         if tp * pp != world_size {
             return Err(EngineError::Request(format!(
@@ -29,14 +37,28 @@ impl Topology {
             )));
         }
         if rank >= world_size {
-            return Err(EngineError::Request(format!("rank {rank} outside a world of {world_size}")));
+            return Err(EngineError::Request(format!(
+                "rank {rank} outside a world of {world_size}"
+            )));
         }
-        Ok(Self { world_size, rank, tp, pp, local_rank })
+        Ok(Self {
+            world_size,
+            rank,
+            tp,
+            pp,
+            local_rank,
+        })
     }
 
     /// A world of one rank.
     pub fn single() -> Self {
-        Self { world_size: 1, rank: 0, tp: 1, pp: 1, local_rank: 0 }
+        Self {
+            world_size: 1,
+            rank: 0,
+            tp: 1,
+            pp: 1,
+            local_rank: 0,
+        }
     }
 
     pub fn stage(&self) -> usize {
@@ -62,10 +84,15 @@ impl Topology {
 
     /// This rank's index on its node, from the launcher's environment.
     pub fn local_rank_from_env() -> usize {
-        ["SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "LOCAL_RANK"]
-            .iter()
-            .find_map(|var| std::env::var(var).ok()?.parse().ok())
-            .unwrap_or(0)
+        [
+            "SLURM_LOCALID",
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "MPI_LOCALRANKID",
+            "LOCAL_RANK",
+        ]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.parse().ok())
+        .unwrap_or(0)
     }
 }
 
@@ -84,6 +111,9 @@ mod tests {
     #[test]
     fn world_must_be_tp_times_pp() {
         let err = Topology::new(4, 2, 6, 0, 0).unwrap_err().to_string();
-        assert!(err.contains("--tp 4 x --pp 2 = 8 ranks") && err.contains("6"), "{err}");
+        assert!(
+            err.contains("--tp 4 x --pp 2 = 8 ranks") && err.contains("6"),
+            "{err}"
+        );
     }
 }

@@ -109,9 +109,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
     } else {
         Vec::new()
     };
-    ctx.world
-        .broadcast_bytes(0, &mut payload)
-        .map_err(|e| EngineError::Request(e.to_string()))?;
+    ctx.world.broadcast_bytes(0, &mut payload)?;
     let rows: std::result::Result<Vec<PromptRow>, String> = serde_json::from_slice(&payload)
         .map_err(|e| EngineError::Request(format!("control plane: bad work message: {e}")))?;
     let rows = rows.map_err(EngineError::Request)?;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::generate::{finish, step_inputs, GenerationOutput, GenerationRequest, Generator};
 use super::sampling::SampledToken;
 use super::token_choice::summarize_rows;
-use crate::dist::{DistContext, DistError};
+use crate::dist::DistContext;
 use crate::error::{EngineError, Result};
 use crate::model::{SequenceBatch, StageOutput};
 
@@ -22,10 +22,6 @@ struct WireToken {
     token: u32,
     logprob: f32,
     top: Vec<(u32, f32)>,
-}
-
-fn dist(e: DistError) -> EngineError {
-    EngineError::Request(e.to_string())
 }
 
 impl Generator<'_> {
@@ -58,8 +54,7 @@ impl Generator<'_> {
                 } else {
                     let mut data = vec![0f32; rows * hidden_size];
                     ctx.world
-                        .recv(topo.rank_in_stage(topo.stage() - 1), &mut data)
-                        .map_err(dist)?;
+                        .recv(topo.rank_in_stage(topo.stage() - 1), &mut data)?;
                     let t = Tensor::from_vec(data, (rows, hidden_size), self.model.device())?;
                     Some(t.to_dtype(self.model.dtype())?)
                 };
@@ -74,8 +69,7 @@ impl Generator<'_> {
                             .flatten_all()?
                             .to_vec1::<f32>()?;
                         ctx.world
-                            .send(topo.rank_in_stage(topo.stage() + 1), &data)
-                            .map_err(dist)?;
+                            .send(topo.rank_in_stage(topo.stage() + 1), &data)?;
                     }
                     StageOutput::Logits(logits) => {
                         let refs: Vec<_> = params.iter().collect();
@@ -101,9 +95,7 @@ impl Generator<'_> {
             } else {
                 Vec::new()
             };
-            ctx.world
-                .broadcast_bytes(sampler_rank, &mut bytes)
-                .map_err(dist)?;
+            ctx.world.broadcast_bytes(sampler_rank, &mut bytes)?;
             let wire: Vec<WireToken> = serde_json::from_slice(&bytes).map_err(|e| {
                 EngineError::Request(format!("control plane: bad token message: {e}"))
             })?;

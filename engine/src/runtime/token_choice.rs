@@ -83,7 +83,6 @@ pub fn summarize_rows(
             .map(|(row, p)| RowSummary::from_full_row(row, p))
             .collect());
     }
-    let dist = |e: crate::dist::DistError| EngineError::Request(e.to_string());
     // Per row: [max, sum_exp, (id, logit) x k], padded to a fixed width so ranks can gather.
     let k_max = params
         .iter()
@@ -110,7 +109,7 @@ pub fn summarize_rows(
             }
         }
     }
-    let gathered = tp.all_gather(&packed).map_err(dist)?;
+    let gathered = tp.all_gather(&packed)?;
     let per_rank = rows.len() * width;
     let mut summaries = Vec::with_capacity(rows.len());
     for (r, p) in params.iter().enumerate() {
