@@ -87,6 +87,12 @@ struct RunArgs {
     date: Option<String>,
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// Write each rank's Chrome trace (`rank{r}.trace.json`, opens in Perfetto) into this folder.
+    #[arg(long)]
+    trace_dir: Option<PathBuf>,
+    /// Write each rank's memory and timing figures (`rank{r}.json`) into this folder.
+    #[arg(long)]
+    stats_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -191,15 +197,41 @@ struct GenerateRecord<'a> {
     logprobs: &'a [TokenLogprob],
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+/// Logs to stderr (`RUST_LOG`, default warn) and, when `trace` is given, every span into a Chrome
+/// trace file; the guard flushes the trace when dropped.
+fn init_logging(trace: Option<&std::path::Path>) -> Option<tracing_chrome::FlushGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(stderr);
+    match trace {
+        Some(path) => {
+            let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new()
+                .file(path)
+                .include_args(true)
+                .build();
+            registry
+                .with(chrome.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+                .init();
+            Some(guard)
+        }
+        None => {
+            registry.init();
+            None
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` starts logging once it knows its rank (each rank writes its own trace).
+    let _guard = (!matches!(cli.command, Command::Run(_))).then(|| init_logging(None));
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -269,6 +301,14 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         Err(err) if world.rank() == 0 => return Err(err.into()),
         Err(_) => std::process::exit(1),
     };
+    let trace_path = args
+        .trace_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("rank{}.trace.json", world.rank())));
+    if let Some(dir) = &args.trace_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _trace = init_logging(trace_path.as_deref());
     let options = RunOptions {
         model: args.model.clone(),
         prompts: args.prompts.clone(),
@@ -283,7 +323,8 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("tp{}-pp{}", dist.tp, dist.pp)),
         dtype: args.dtype.into(),
         date_string: args.date.clone(),
-        trace_path: None,
+        trace_path,
+        stats_dir: args.stats_dir.clone(),
     };
     match run_batch_job(&options, &ctx) {
         Ok(rows) => {

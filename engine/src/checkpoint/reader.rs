@@ -33,6 +33,8 @@ pub struct TensorEntry {
 pub struct Checkpoint {
     files: Vec<MappedFile>,
     tensors: HashMap<String, TensorEntry>,
+    /// Bytes of every tensor loaded so far, in the dtype it was loaded as: a rank's shard size.
+    loaded_bytes: std::cell::Cell<usize>,
 }
 
 #[derive(Deserialize)]
@@ -131,7 +133,16 @@ impl Checkpoint {
             }
             files.push(mapped);
         }
-        Ok(Self { files, tensors })
+        Ok(Self {
+            files,
+            tensors,
+            loaded_bytes: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Bytes of all tensors loaded from this checkpoint so far (in their loaded dtype).
+    pub fn loaded_bytes(&self) -> usize {
+        self.loaded_bytes.get()
     }
 
     /// The entry of a tensor, if the checkpoint has it.
@@ -279,6 +290,8 @@ impl Checkpoint {
                     format!("cannot load: {e}"),
                 )
             })?;
+        self.loaded_bytes
+            .set(self.loaded_bytes.get() + tensor.elem_count() * dtype.size_in_bytes());
         Ok(tensor)
     }
 }

@@ -4,12 +4,14 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use super::generate::{FinishReason, GenerationRequest, Generator, TokenLogprob};
 use super::loaded_model::end_of_generation_ids;
+use super::memory::PeakMemorySampler;
 use super::sampling::SamplingParams;
 use crate::chat_template::{ChatMessage, RenderOptions};
 use crate::dist::DistContext;
@@ -67,7 +69,25 @@ pub struct RunOptions {
     pub strategy: String,
     pub dtype: DType,
     pub date_string: Option<String>,
+    /// This rank's Chrome trace, recorded in the output rows.
     pub trace_path: Option<PathBuf>,
+    /// Folder for each rank's `rank{r}.json` (peak memory, shard size, timings).
+    pub stats_dir: Option<PathBuf>,
+}
+
+/// What one rank used: written to `--stats-dir` as `rank{r}.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankStats {
+    pub rank: usize,
+    pub stage: usize,
+    pub tp_rank: usize,
+    pub layers: (usize, usize),
+    /// Bytes of this rank's weights, in the dtype it computes in.
+    pub shard_bytes: usize,
+    /// Peak `RssAnon` over the whole run (checkpoint pages mapped from disk not included).
+    pub peak_rss_anon_bytes: u64,
+    pub load_ms: f64,
+    pub generate_ms: f64,
 }
 
 /// Reads the prompt rows of a JSONL file; errors name the file and line.
@@ -114,7 +134,9 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
         .map_err(|e| EngineError::Request(format!("control plane: bad work message: {e}")))?;
     let rows = rows.map_err(EngineError::Request)?;
 
-    let _load = tracing::info_span!("load").entered();
+    let memory = PeakMemorySampler::start(std::time::Duration::from_millis(10));
+    let load_clock = Instant::now();
+    let load_span = tracing::info_span!("load").entered();
     let (config, ck) = open_dir(&options.model)?;
     let stages = split_layers(
         config.num_hidden_layers,
@@ -128,7 +150,10 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
     let eog = end_of_generation_ids(&options.model, &config)?;
     let model = Llama::load(&ck, config, plan, options.dtype, &Device::Cpu)?;
     let tokenizer = ModelTokenizer::from_dir(&options.model)?;
-    drop(_load);
+    let shard_bytes = ck.loaded_bytes();
+    drop(ck);
+    drop(load_span);
+    let load_ms = load_clock.elapsed().as_secs_f64() * 1e3;
 
     let render = RenderOptions {
         add_generation_prompt: true,
@@ -156,6 +181,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
     let generator = Generator::new(&model, &tokenizer, eog);
     let micro_batches = options.micro_batches.unwrap_or(topo.pp);
     let mut results = Vec::with_capacity(rows.len());
+    let generate_clock = Instant::now();
     for (batch_rows, batch) in rows
         .chunks(options.batch_size.max(1))
         .zip(requests.chunks(options.batch_size.max(1)))
@@ -190,6 +216,23 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
                 trace_path: options.trace_path.as_ref().map(|p| p.display().to_string()),
             });
         }
+    }
+    let stats = RankStats {
+        rank: topo.rank,
+        stage: topo.stage(),
+        tp_rank: topo.tp_rank(),
+        layers: (model.plan().layers.start, model.plan().layers.end),
+        shard_bytes,
+        peak_rss_anon_bytes: memory.finish(),
+        load_ms,
+        generate_ms: generate_clock.elapsed().as_secs_f64() * 1e3,
+    };
+    tracing::info!(?stats, "rank finished");
+    if let Some(dir) = &options.stats_dir {
+        let path = dir.join(format!("rank{}.json", topo.rank));
+        let text =
+            serde_json::to_vec_pretty(&stats).map_err(|e| EngineError::Request(e.to_string()))?;
+        crate::fsutil::write_atomic(&path, &text)?;
     }
     if topo.rank == 0 {
         crate::fsutil::write_atomic_with(&options.out, |w| {

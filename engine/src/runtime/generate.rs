@@ -95,6 +95,15 @@ pub(super) fn step_inputs<'s>(
         .unzip()
 }
 
+/// The trace span of one forward step over `sequences`.
+pub(super) fn step_span(prefill: bool, sequences: usize) -> tracing::Span {
+    if prefill {
+        tracing::info_span!("prefill", sequences)
+    } else {
+        tracing::info_span!("decode_step", sequences)
+    }
+}
+
 /// Outputs in request order.
 pub(super) fn finish(done: Vec<Option<GenerationOutput>>) -> Vec<GenerationOutput> {
     done.into_iter()
@@ -131,6 +140,7 @@ impl<'a> Generator<'a> {
         let (mut done, mut active) = self.start(requests)?;
         let mut prefill = true;
         while !active.is_empty() {
+            let _span = step_span(prefill, active.len()).entered();
             let (tokens, caches) = step_inputs(&mut active, requests, prefill);
             let StageOutput::Logits(logits) =
                 self.model

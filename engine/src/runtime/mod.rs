@@ -4,6 +4,7 @@ pub mod batch_job;
 pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;
+pub mod memory;
 pub mod pipeline;
 pub mod sampling;
 pub mod token_choice;

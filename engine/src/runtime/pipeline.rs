@@ -9,7 +9,9 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::generate::{finish, step_inputs, GenerationOutput, GenerationRequest, Generator};
+use super::generate::{
+    finish, step_inputs, step_span, GenerationOutput, GenerationRequest, Generator,
+};
 use super::sampling::SampledToken;
 use super::token_choice::summarize_rows;
 use crate::dist::DistContext;
@@ -43,6 +45,7 @@ impl Generator<'_> {
         let (mut done, mut active) = self.start(requests)?;
         let mut prefill = true;
         while !active.is_empty() {
+            let _span = step_span(prefill, active.len()).entered();
             let chunk = active.len().div_ceil(micro_batches.max(1));
             let mut sampled: Vec<SampledToken> = Vec::with_capacity(active.len());
             for group in active.chunks_mut(chunk) {
@@ -53,6 +56,7 @@ impl Generator<'_> {
                     None
                 } else {
                     let mut data = vec![0f32; rows * hidden_size];
+                    let _span = tracing::info_span!("recv", floats = data.len()).entered();
                     ctx.world
                         .recv(topo.rank_in_stage(topo.stage() - 1), &mut data)?;
                     let t = Tensor::from_vec(data, (rows, hidden_size), self.model.device())?;
@@ -68,6 +72,7 @@ impl Generator<'_> {
                             .to_dtype(candle_core::DType::F32)?
                             .flatten_all()?
                             .to_vec1::<f32>()?;
+                        let _span = tracing::info_span!("send", floats = data.len()).entered();
                         ctx.world
                             .send(topo.rank_in_stage(topo.stage() + 1), &data)?;
                     }
