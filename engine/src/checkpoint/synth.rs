@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use super::writer::ShardedWriter;
 use crate::config::{GenerationConfig, LlamaConfig, RopeScaling, TokenIds};
@@ -16,6 +14,8 @@ use crate::error::{EngineError, Result};
 pub enum Preset {
     /// A few-MB Llama 3 style model (GQA, llama3 rope scaling, Llama 3 vocabulary).
     Tiny,
+    /// A ~380M-parameter model with 8 heads: enough work per layer for parallel speed-ups to show.
+    Small,
     /// Llama 3.3 70B Instruct's exact shapes.
     #[value(name = "llama-3.3-70b")]
     Llama33_70b,
@@ -49,6 +49,7 @@ fn llama3_rope_scaling() -> RopeScaling {
 pub fn preset_config(preset: Preset) -> LlamaConfig {
     let (hidden, intermediate, layers, heads, kv_heads, max_pos) = match preset {
         Preset::Tiny => (128, 384, 4, 8, 4, 8192),
+        Preset::Small => (1024, 3584, 8, 8, 8, 8192),
         Preset::Llama33_70b => (8192, 28672, 80, 64, 8, 131072),
     };
     LlamaConfig {
@@ -94,7 +95,6 @@ pub fn synthesize(options: &SynthOptions, out: &Path) -> Result<usize> {
     std::fs::create_dir_all(out)
         .map_err(|e| EngineError::io(out, "cannot create output folder", e))?;
 
-    let mut rng = StdRng::seed_from_u64(options.seed);
     let mut writer = ShardedWriter::new(out, options.max_shard_bytes);
     let (h, i, v) = (
         config.hidden_size,
@@ -109,7 +109,10 @@ pub fn synthesize(options: &SynthOptions, out: &Path) -> Result<usize> {
     let mut params = 0;
     let mut push =
         |writer: &mut ShardedWriter, name: String, shape: &[usize], kind: Init| -> Result<()> {
-            let t = random_tensor(&mut rng, shape, kind, options.dtype)?;
+            // Each tensor its own stream: the same seed gives the same weights at any --layers.
+            let tensor_seed =
+                options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fnv1a(name.as_bytes());
+            let t = random_tensor(tensor_seed, shape, kind, options.dtype)?;
             params += t.elem_count();
             writer.push(name, t)
         };
@@ -221,7 +224,7 @@ enum Init {
     Norm,
 }
 
-fn random_tensor(rng: &mut StdRng, shape: &[usize], kind: Init, dtype: DType) -> Result<Tensor> {
+fn random_tensor(seed: u64, shape: &[usize], kind: Init, dtype: DType) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     // Uniform in [-a, a] has variance a^2/3.
     let (center, a) = match kind {
@@ -229,6 +232,14 @@ fn random_tensor(rng: &mut StdRng, shape: &[usize], kind: Init, dtype: DType) ->
         Init::Linear => (0.0, (3.0 / *shape.last().unwrap_or(&1) as f32).sqrt()),
         Init::Norm => (1.0, 0.1),
     };
-    let data: Vec<f32> = (0..n).map(|_| center + rng.random_range(-a..=a)).collect();
+    let mut data = vec![0f32; n];
+    kernels::cpu::random::fill_uniform(&mut data, seed, center, a);
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+/// FNV-1a hash: a stable per-tensor seed from its name.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -1,6 +1,7 @@
 //! Shared test helpers: locating the project's models and writing synthetic ones.
 #![allow(dead_code)]
 
+pub mod mpi;
 use std::path::{Path, PathBuf};
 
 use candle_core::DType;
