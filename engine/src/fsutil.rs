@@ -15,16 +15,7 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, "cannot create folder", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = temp_path_beside(path)?;
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut writer = std::io::BufWriter::new(file);
@@ -37,4 +28,18 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
         EngineError::io(path, "cannot write", e)
     })
+}
+
+/// A temp file name next to `path` (same folder, so the final rename is atomic), creating the folder.
+pub fn temp_path_beside(path: &Path) -> Result<std::path::PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, "cannot create folder", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
 }

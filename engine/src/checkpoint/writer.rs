@@ -9,16 +9,7 @@ use crate::error::{EngineError, Result};
 
 /// Writes `tensors` into one safetensors file at `path` (temp file + rename).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, "cannot create folder", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = crate::fsutil::temp_path_beside(path)?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     let views = tensors.iter().map(|(n, t)| (n.as_str(), t));

@@ -1,6 +1,8 @@
 //! Decode attention: one new query token per sequence against its KV cache, with grouped-query
 //! heads read straight from the cache (no repeated K/V), scores and softmax in one pass per head.
 
+use super::gemv::dot_portable as dot;
+
 /// Shapes of one decode-attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeAttentionShape {
@@ -70,22 +72,6 @@ pub fn decode_attention(
             }
         }
     }
-}
-
-/// Eight partial sums, which the compiler vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            lanes[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ fn dot_rows(x: &[f32], w: &[&[f32]; ROW_BLOCK], block: usize) -> [f32; ROW_BLOCK
 }
 
 /// Eight independent partial sums, which the compiler vectorises.
-fn dot_portable(x: &[f32], w: &[f32]) -> f32 {
+pub(crate) fn dot_portable(x: &[f32], w: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = x.len() / 8;
     for c in 0..chunks {
