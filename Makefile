@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shardlab-target
 ENGINE_BIN := $(CARGO_TARGET_DIR)/debug/engine
 SMOLLM2 := models/smollm2-135m-instruct
 
-.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel
+.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
@@ -17,6 +17,7 @@ help:
 	@echo "make model       fetch and import the demo model and the Llama 3 tokenizer"
 	@echo "make bench       single-rank speed against candle-transformers (one thread)"
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
+	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
 
 setup:
 	@bash scripts/setup.sh
@@ -49,3 +50,6 @@ bench: model
 bench-parallel: model
 	cargo build --release -p shardlab-engine --bin engine
 	cargo bench -p shardlab-benches --bench parallel
+
+bench-layouts:
+	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench shard_layouts
