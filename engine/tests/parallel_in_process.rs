@@ -95,11 +95,16 @@ fn check(kv_heads: usize, tp: usize, pp: usize) {
         .remove(0);
     let per_rank = LocalJob::new(tp, pp).run(|ctx| generate(dir.path(), &ctx));
     for (rank, outputs) in per_rank.iter().enumerate() {
-        assert_same(
-            &single,
-            outputs,
-            &format!("tp={tp} pp={pp} kv_heads={kv_heads} rank {rank}"),
-        );
+        // The first stage's ranks return the outputs (they receive the sampled tokens).
+        if rank < tp {
+            assert_same(
+                &single,
+                outputs,
+                &format!("tp={tp} pp={pp} kv_heads={kv_heads} rank {rank}"),
+            );
+        } else {
+            assert!(outputs.is_empty(), "rank {rank} is not on the first stage");
+        }
     }
 }
 

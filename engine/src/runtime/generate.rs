@@ -63,11 +63,11 @@ pub struct Generator<'a> {
 
 /// A request in flight.
 pub(super) struct ActiveSequence {
-    index: usize,
+    pub(super) index: usize,
     pub(super) cache: SequenceKvCache,
     pub(super) sampler: Sampler,
     /// Token the next forward pass feeds.
-    next: [u32; 1],
+    pub(super) next: [u32; 1],
     output: GenerationOutput,
     /// Most tokens this sequence may generate (request limit, capped by the context).
     limit: usize,
