@@ -42,7 +42,7 @@ enum Message {
     Tokens {
         group: usize,
         seqs: Vec<usize>,
-        tokens: Vec<(u32, f32, Vec<(u32, f32)>)>,
+        tokens: Vec<SampledToken>,
     },
     /// No more work: passed once around the ring.
     Done,
@@ -222,16 +222,7 @@ impl Generator<'_> {
                                     "pipeline: tokens for the wrong sequences of group {group}"
                                 )));
                             }
-                            ready[group] = Some(
-                                tokens
-                                    .into_iter()
-                                    .map(|(token, logprob, top)| SampledToken {
-                                        token,
-                                        logprob,
-                                        top,
-                                    })
-                                    .collect(),
-                            );
+                            ready[group] = Some(tokens);
                         }
                         Message::Idle => {}
                         other => {
@@ -294,10 +285,7 @@ impl Generator<'_> {
                 let tokens = group
                     .iter_mut()
                     .zip(rows)
-                    .map(|(seq, row)| {
-                        let s = seq.sampler.sample(&row);
-                        (s.token, s.logprob, s.top)
-                    })
+                    .map(|(seq, row)| seq.sampler.sample(&row))
                     .collect();
                 Ok((
                     Message::Tokens {

@@ -44,7 +44,7 @@ impl SamplingParams {
 }
 
 /// A chosen token, its log-probability and the most likely alternatives.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SampledToken {
     pub token: u32,
     pub logprob: f32,
