@@ -155,6 +155,14 @@ fn main() -> Result<()> {
             2,
             vec!["--pp", "2", "--micro-batches", "2"],
         ),
+        // The last stage also reads the tied lm_head (49152 x 576, about 8 layers of weights):
+        // 19 + 11 layers balance the bytes each stage reads per step.
+        (
+            "smollm2 pp=2 19,11",
+            &smollm2,
+            2,
+            vec!["--pp", "2", "--micro-batches", "2", "--pp-layers", "19,11"],
+        ),
         ("small tp=1", &small, 1, vec![]),
         ("small tp=2", &small, 2, vec!["--tp", "2"]),
     ] {
