@@ -57,9 +57,8 @@ pub fn all_reduce(x: &Tensor, group: &dyn Communicator) -> Result<Tensor> {
     }
     let dtype = x.dtype();
     let mut data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    group
-        .all_reduce_sum(&mut data)
-        .map_err(|e| EngineError::Request(e.to_string()))?;
+    let _span = tracing::info_span!("all_reduce", floats = data.len()).entered();
+    group.all_reduce_sum(&mut data)?;
     Ok(Tensor::from_vec(data, x.shape(), x.device())?.to_dtype(dtype)?)
 }
 

@@ -166,9 +166,7 @@ fn gather_full_rows(
         packed.extend_from_slice(row);
         packed.resize(packed.len() + widest - row.len(), f32::NEG_INFINITY);
     }
-    let gathered = tp
-        .all_gather(&packed)
-        .map_err(|e| EngineError::Request(e.to_string()))?;
+    let gathered = tp.all_gather(&packed)?;
     let per_rank = rows.len() * widest;
     Ok((0..rows.len())
         .map(|r| {
