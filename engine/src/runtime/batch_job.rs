@@ -169,7 +169,12 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
             let prompt_ids = match (&row.prompt, &row.messages) {
                 (Some(prompt), _) => tokenizer.encode(prompt, true)?,
                 (None, Some(messages)) => tokenizer.encode_chat(messages, &render)?,
-                (None, None) => unreachable!("checked when read"),
+                (None, None) => {
+                    return Err(EngineError::Request(format!(
+                        "prompt {}: neither `prompt` nor `messages`",
+                        row.prompt_id
+                    )))
+                }
             };
             Ok(GenerationRequest {
                 prompt_ids,
