@@ -1,8 +1,12 @@
 //! Throughput of the parallel layouts against one rank, measured in one run with the real MPI
 //! data plane and one thread per rank:
-//! - SmolLM2 on 8 chat prompts: pp=1 vs pp=2 (2 micro-batches), with the even layer split and with
-//!   one that balances the bytes each stage reads;
-//! - a synthetic 8-head model (`engine synth --preset small`): tp=1 vs tp=2.
+//! - SmolLM2 on 8 long prompts (about 600 tokens each, 32 new tokens: the project's 2k/4k-token
+//!   workload scaled down): pp=1 vs pp=2 (2 decode micro-batches), with the even layer split and
+//!   with one that balances the bytes each stage reads;
+//! - SmolLM2 on 8 short chat questions (decode-bound): the same three;
+//! - a synthetic 8-head model (`engine synth --preset small`): tp=1 vs tp=2;
+//! - the machine's memory read bandwidth with one and two threads, which bounds what any split
+//!   can gain on decode (a memory-bound step on one core against two cores sharing the bus).
 //!
 //! `make bench-parallel` (builds the release engine first). Prints tokens/s and ratios.
 
@@ -39,7 +43,8 @@ fn engine_bin() -> Result<PathBuf> {
 }
 
 /// Runs `engine run` on `ranks` ranks (mpirun when more than one), one thread each, and returns
-/// completion tokens per second of generation (rank 0's clock).
+/// tokens (prompt + completion) per second of generation (rank 0's clock): for one workload, the
+/// ratio of two of these is the ratio of job times.
 fn throughput(
     engine: &Path,
     ranks: usize,
@@ -86,7 +91,9 @@ fn throughput(
         .collect::<Result<_, _>>()?;
     let tokens: u64 = rows
         .iter()
-        .map(|r| r["completion_tokens"].as_u64().unwrap_or(0))
+        .map(|r| {
+            r["prompt_tokens"].as_u64().unwrap_or(0) + r["completion_tokens"].as_u64().unwrap_or(0)
+        })
         .sum();
     let rank0: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stats.join("rank0.json"))?)?;
@@ -105,7 +112,7 @@ fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile_dir()?;
     let smollm2 = root.join("models/smollm2-135m-instruct");
-    let prompts = work.join("prompts.jsonl");
+    let short_prompts = work.join("short.jsonl");
     let questions = [
         "What is 2+2?",
         "Name three colours of the rainbow.",
@@ -116,13 +123,10 @@ fn main() -> Result<()> {
         "How many legs does a spider have?",
         "What is the boiling point of water in Celsius?",
     ];
-    let lines: Vec<String> = questions
-        .iter()
-        .enumerate()
-        .map(|(i, q)| serde_json::json!({"prompt_id": format!("p{i:02}"), "variant": "bench", "messages": [{"role": "user", "content": q}]}).to_string())
-        .collect();
-    std::fs::write(&prompts, lines.join("\n") + "\n")?;
-    let common = |model: &Path| -> Vec<String> {
+    write_chat_prompts(&short_prompts, questions.iter().map(|q| q.to_string()))?;
+    let long_prompts = work.join("long.jsonl");
+    write_chat_prompts(&long_prompts, (0..8).map(long_document))?;
+    let common = |model: &Path, prompts: &Path| -> Vec<String> {
         vec![
             "--model".into(),
             model.display().to_string(),
@@ -146,27 +150,34 @@ fn main() -> Result<()> {
         bail!("engine synth --preset small failed");
     }
 
+    let pp2 = vec!["--pp", "2", "--micro-batches", "2"];
+    // The last stage also reads the tied lm_head (49152 x 576, about 8 layers of weights):
+    // 19 + 11 layers balance the bytes each stage reads per step.
+    let pp2_balanced = vec!["--pp", "2", "--micro-batches", "2", "--pp-layers", "19,11"];
     let mut results = Vec::new();
-    for (label, model, ranks, extra) in [
-        ("smollm2 pp=1", &smollm2, 1, vec![]),
+    for (label, model, prompts, ranks, extra) in [
+        ("long  pp=1", &smollm2, &long_prompts, 1, vec![]),
+        ("long  pp=2", &smollm2, &long_prompts, 2, pp2.clone()),
         (
-            "smollm2 pp=2",
+            "long  pp=2 19,11",
             &smollm2,
+            &long_prompts,
             2,
-            vec!["--pp", "2", "--micro-batches", "2"],
+            pp2_balanced.clone(),
         ),
-        // The last stage also reads the tied lm_head (49152 x 576, about 8 layers of weights):
-        // 19 + 11 layers balance the bytes each stage reads per step.
+        ("short pp=1", &smollm2, &short_prompts, 1, vec![]),
+        ("short pp=2", &smollm2, &short_prompts, 2, pp2.clone()),
         (
-            "smollm2 pp=2 19,11",
+            "short pp=2 19,11",
             &smollm2,
+            &short_prompts,
             2,
-            vec!["--pp", "2", "--micro-batches", "2", "--pp-layers", "19,11"],
+            pp2_balanced.clone(),
         ),
-        ("small tp=1", &small, 1, vec![]),
-        ("small tp=2", &small, 2, vec!["--tp", "2"]),
+        ("small tp=1", &small, &short_prompts, 1, vec![]),
+        ("small tp=2", &small, &short_prompts, 2, vec!["--tp", "2"]),
     ] {
-        let mut run_args = common(model);
+        let mut run_args = common(model, prompts);
         run_args.extend(extra.iter().map(|s| s.to_string()));
         let samples = (0..args.rounds)
             .map(|r| {
@@ -175,7 +186,7 @@ fn main() -> Result<()> {
                     ranks,
                     &run_args,
                     &work,
-                    &format!("{}-{r}", label.replace([' ', '='], "_")),
+                    &format!("{}-{r}", label.replace([' ', '=', ','], "_")),
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -183,14 +194,101 @@ fn main() -> Result<()> {
         println!("{label:20} {value:8.1} tok/s  (rounds: {samples:.1?})");
         results.push(value);
     }
+    let (one, two) = memory_read_bandwidth();
+    println!("memory read bandwidth: 1 thread {one:.1} GB/s, 2 threads {two:.1} GB/s");
     println!(
-        "ratio smollm2 pp=2 / pp=1: {:.2} (even split), {:.2} (balanced 19,11)",
+        "ratio smollm2 long  pp=2 / pp=1: {:.2} (even split), {:.2} (balanced 19,11)",
         results[1] / results[0],
         results[2] / results[0]
     );
-    println!("ratio small   tp=2 / tp=1: {:.2}", results[4] / results[3]);
+    println!(
+        "ratio smollm2 short pp=2 / pp=1: {:.2} (even split), {:.2} (balanced 19,11); decode-bound, \
+         so bounded by the two-thread / one-thread bandwidth ratio {:.2}",
+        results[4] / results[3],
+        results[5] / results[3],
+        two / one
+    );
+    println!("ratio small   tp=2 / tp=1: {:.2}", results[7] / results[6]);
     std::fs::remove_dir_all(&work).ok();
     Ok(())
+}
+
+/// Writes one chat prompt per text as `engine run` JSONL.
+fn write_chat_prompts(path: &Path, texts: impl Iterator<Item = String>) -> Result<()> {
+    let lines: Vec<String> = texts
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::json!({
+                "prompt_id": format!("p{i:02}"),
+                "variant": "bench",
+                "messages": [{"role": "user", "content": text}],
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// A document of about 600 tokens, different for each `seed`, followed by a question on it.
+fn long_document(seed: usize) -> String {
+    const SENTENCES: [&str; 12] = [
+        "The river rose slowly through the night and by morning it had covered the lower fields.",
+        "Engineers measured the flow every hour and wrote the figures on a board by the bridge.",
+        "A pipeline splits a long job into stages so that each stage works while the others do.",
+        "The old mill had not turned for thirty years, but its wheel still stood in the water.",
+        "Children from the village came to watch the boats carry sacks of grain down the valley.",
+        "Every summer the market filled the square with bread, cheese, honey and painted pottery.",
+        "The library kept maps of the region drawn by hand, some older than the town itself.",
+        "When the rain stopped, the farmers walked the banks to see what the flood had left behind.",
+        "Trains arrived twice a day, bringing letters, newspapers and the occasional traveller.",
+        "The council voted to build a new dam upstream, with a lock for the barges to pass.",
+        "On clear evenings the observatory on the hill opened its dome to anyone who asked.",
+        "Records from the harbour show that the busiest year was also the year of the great storm.",
+    ];
+    let mut text = format!("Document {seed}.\n");
+    for i in 0..48 {
+        text.push_str(SENTENCES[(i * 7 + seed * 5 + i / 12) % SENTENCES.len()]);
+        text.push(if i % 6 == 5 { '\n' } else { ' ' });
+    }
+    text.push_str("\nSummarise the document above in two sentences.");
+    text
+}
+
+/// Read bandwidth in GB/s of summing a 512 MB buffer, with one thread and with two threads each
+/// summing their own 512 MB at once (best of three).
+fn memory_read_bandwidth() -> (f64, f64) {
+    const FLOATS: usize = 128 << 20;
+    let buffers: Vec<Vec<f32>> = (0..2).map(|i| vec![i as f32 + 1.0; FLOATS]).collect();
+    let read = |buffer: &[f32]| -> f32 {
+        // Eight independent accumulators so that the adds keep up with the loads.
+        let mut acc = [0f32; 8];
+        for chunk in buffer.chunks_exact(8) {
+            for (a, x) in acc.iter_mut().zip(chunk) {
+                *a += x;
+            }
+        }
+        acc.iter().sum()
+    };
+    let bytes = (FLOATS * 4) as f64;
+    let best = |threads: usize| -> f64 {
+        (0..3)
+            .map(|_| {
+                let clock = std::time::Instant::now();
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = buffers[..threads]
+                        .iter()
+                        .map(|b| scope.spawn(|| read(b)))
+                        .collect();
+                    for handle in handles {
+                        std::hint::black_box(handle.join().expect("reader thread"));
+                    }
+                });
+                threads as f64 * bytes / clock.elapsed().as_secs_f64() / 1e9
+            })
+            .fold(0.0, f64::max)
+    };
+    (best(1), best(2))
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

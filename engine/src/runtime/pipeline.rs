@@ -1,16 +1,24 @@
 //! Pipeline-parallel generation on a synchronous tick schedule (as in GPipe / Megatron's
-//! inference pipeline): the batch is split into `M >= pp` groups of sequences; at tick `k`, stage
-//! `s` works on group `(k - s) mod M`. At the end of every tick each stage passes its output on —
-//! hidden states to the next stage, and, from the last stage, the sampled tokens straight back to
-//! the first stage — and takes its next input. With `M = pp` the tokens of a group arrive exactly
-//! when the first stage needs them, so in steady state every stage is busy on every tick and no
-//! step waits for the whole batch.
+//! inference pipeline). On every tick each stage runs at most one micro-batch, then passes its
+//! output on — hidden states to the next stage, and, from the last stage, the sampled tokens
+//! straight back to the first stage — and takes its next input. Only the first stage decides what
+//! enters the pipeline; the other stages run whatever arrives.
+//!
+//! The first stage feeds two kinds of micro-batch, so that all stages stay busy in both phases:
+//! - prefill chunks: the prompts cut into many small groups of about equal token count (one
+//!   sequence each for long prompts), so the pipeline fills and drains in one chunk's time rather
+//!   than one `batch / pp`'s;
+//! - decode groups: the batch split into `M >= pp` groups, cycled round robin. With `M = pp` a
+//!   group's tokens come back exactly when the first stage needs them again, so in steady state
+//!   every stage is busy on every tick. Fewer, larger groups matter in decode: a stage reads its
+//!   weights once per micro-batch, whatever its size.
 //!
 //! Messages go to the rank with the same TP index in the neighbouring stage. Each is a small header
-//! (which group, which sequences, what they were fed) plus, for hidden states, the activations.
-//! Sends are blocking, so the ring first -> ... -> last -> first would deadlock if every stage sent
-//! first; stage 1 receives before it sends, which breaks the cycle.
+//! (which sequences, what they were fed) plus, for hidden states, the activations. Sends are
+//! blocking, so the ring first -> ... -> last -> first would deadlock if every stage sent first;
+//! stage 1 receives before it sends, which breaks the cycle.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
@@ -25,22 +33,24 @@ use crate::dist::DistContext;
 use crate::error::{EngineError, Result};
 use crate::model::{SequenceBatch, StageOutput};
 
+/// Prefill chunks hold at least this many prompt tokens (unless a prompt is alone in its chunk):
+/// smaller ones would re-read the stage's weights for too little work.
+const MIN_PREFILL_CHUNK_TOKENS: usize = 256;
+
 /// What passes between stages at the end of a tick.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Message {
-    /// Nothing this tick (pipeline filling or draining, or a group with nothing to do).
+    /// Nothing this tick (pipeline filling or draining, or nothing ready).
     Idle,
-    /// Hidden states of `group` follow as an f32 message of `rows x hidden`.
+    /// Hidden states of `seqs` follow as an f32 message of `rows x hidden`.
     Hidden {
-        group: usize,
         prefill: bool,
         seqs: Vec<usize>,
         fed: Vec<u32>,
         rows: usize,
     },
-    /// The last stage's choices for `group`, one per sequence of `seqs`.
+    /// The last stage's choices, one per sequence of `seqs`.
     Tokens {
-        group: usize,
         seqs: Vec<usize>,
         tokens: Vec<SampledToken>,
     },
@@ -48,10 +58,93 @@ enum Message {
     Done,
 }
 
+/// Cuts the sequences (in order) into prefill chunks: at least `min_chunks` when there are that
+/// many sequences, as many as the prompt tokens allow at `MIN_PREFILL_CHUNK_TOKENS` each, and at
+/// most one per sequence; chunks close once they reach an equal share of the tokens.
+fn prefill_chunks(lengths: &[(usize, usize)], min_chunks: usize) -> Vec<Vec<usize>> {
+    let total: usize = lengths.iter().map(|&(_, len)| len).sum();
+    let chunks = (total / MIN_PREFILL_CHUNK_TOKENS)
+        .max(min_chunks)
+        .min(lengths.len())
+        .max(1);
+    let target = total.div_ceil(chunks);
+    let mut out: Vec<Vec<usize>> = Vec::with_capacity(chunks);
+    let mut current = Vec::new();
+    let mut tokens = 0;
+    for (position, &(seq, len)) in lengths.iter().enumerate() {
+        current.push(seq);
+        tokens += len;
+        let remaining_seqs = lengths.len() - position - 1;
+        let remaining_chunks = chunks - out.len() - 1;
+        if remaining_chunks > 0 && (tokens >= target || remaining_seqs == remaining_chunks) {
+            out.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The first stage's view of the work: what is left to prefill, which sequences wait for a token
+/// from the last stage, and the decode groups it cycles through.
+struct FirstStageSchedule {
+    prefill: VecDeque<Vec<usize>>,
+    groups: Vec<Vec<usize>>,
+    next_group: usize,
+    in_flight: Vec<bool>,
+}
+
+impl FirstStageSchedule {
+    fn new(active: &[ActiveSequence], requests: &[GenerationRequest], groups: usize) -> Self {
+        let lengths: Vec<(usize, usize)> = active
+            .iter()
+            .map(|s| (s.index, requests[s.index].prompt_ids.len()))
+            .collect();
+        let per_group = active.len().div_ceil(groups).max(1);
+        let decode_groups = active
+            .chunks(per_group)
+            .map(|c| c.iter().map(|s| s.index).collect())
+            .collect();
+        Self {
+            prefill: prefill_chunks(&lengths, groups).into(),
+            groups: decode_groups,
+            next_group: 0,
+            in_flight: vec![false; requests.len()],
+        }
+    }
+
+    /// The next micro-batch to feed: a prefill chunk while any is left, else the next decode group
+    /// (round robin) whose live sequences all have their token back. `live` says whether a
+    /// sequence is still generating.
+    fn next(&mut self, live: impl Fn(usize) -> bool) -> Option<(bool, Vec<usize>)> {
+        if let Some(chunk) = self.prefill.pop_front() {
+            return Some((true, chunk));
+        }
+        for offset in 0..self.groups.len() {
+            let g = (self.next_group + offset) % self.groups.len();
+            self.groups[g].retain(|&s| live(s));
+            let group = &self.groups[g];
+            if !group.is_empty() && group.iter().all(|&s| !self.in_flight[s]) {
+                self.next_group = (g + 1) % self.groups.len();
+                return Some((false, group.clone()));
+            }
+        }
+        None
+    }
+
+    fn finished(&self) -> bool {
+        self.prefill.is_empty()
+            && self.groups.iter().all(Vec::is_empty)
+            && !self.in_flight.iter().any(|&f| f)
+    }
+}
+
 impl Generator<'_> {
     /// Completes every request across a `tp x pp` job. Every rank calls this with the same
     /// requests; the first stage's ranks return the outputs, the other ranks an empty list.
-    /// `micro_batches` groups are cycled through the pipeline (at least `pp`).
+    /// Decode cycles `micro_batches` groups through the pipeline (at least `pp`).
     pub fn generate_distributed(
         &self,
         requests: &[GenerationRequest],
@@ -64,49 +157,52 @@ impl Generator<'_> {
         }
         let clock = Instant::now();
         let (mut done, active) = self.start(requests)?;
-        let groups_count = micro_batches.max(topo.pp);
-        let per_group = active.len().div_ceil(groups_count).max(1);
-        let mut groups: Vec<Vec<ActiveSequence>> = (0..groups_count).map(|_| Vec::new()).collect();
-        for (i, seq) in active.into_iter().enumerate() {
-            groups[i / per_group].push(seq);
+        let mut schedule = FirstStageSchedule::new(&active, requests, micro_batches.max(topo.pp));
+        // Every stage keeps every sequence's state (its KV cache for this stage's layers).
+        let mut slots: Vec<Option<ActiveSequence>> = (0..requests.len()).map(|_| None).collect();
+        for seq in active {
+            let index = seq.index;
+            slots[index] = Some(seq);
         }
+        let take = |slots: &mut Vec<Option<ActiveSequence>>, seqs: &[usize]| {
+            seqs.iter()
+                .map(|&i| {
+                    slots[i].take().ok_or_else(|| {
+                        EngineError::Request(format!("pipeline: sequence {i} is not running"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let put_back = |slots: &mut Vec<Option<ActiveSequence>>, batch: Vec<ActiveSequence>| {
+            for seq in batch {
+                let index = seq.index;
+                slots[index] = Some(seq);
+            }
+        };
         let prev = topo.rank_in_stage((topo.stage() + topo.pp - 1) % topo.pp);
         let next = topo.rank_in_stage((topo.stage() + 1) % topo.pp);
         let hidden_size = self.model.config().hidden_size;
 
-        // First stage: which groups still need their prefill, and which have tokens waiting.
-        let mut prefilled = vec![false; groups_count];
-        let mut ready: Vec<Option<Vec<SampledToken>>> = vec![None; groups_count];
-        let mut in_flight = vec![false; groups_count];
         let mut input = Message::Idle;
         let mut input_data: Option<Tensor> = None;
         let mut sent_done = false;
-        let mut tick = 0usize;
         loop {
             // 1. This tick's work.
             let mut output = Message::Idle;
             let mut output_data: Option<Vec<f32>> = None;
             if topo.is_first_stage() {
                 if !sent_done {
-                    let g = tick % groups_count;
-                    if let Some(tokens) = ready[g].take() {
-                        in_flight[g] = false;
-                        groups[g] = self.accept_all(
-                            std::mem::take(&mut groups[g]),
-                            tokens,
-                            &mut done,
-                            &clock,
-                        )?;
-                    }
-                    if !groups[g].is_empty() && !in_flight[g] {
-                        let prefill = !prefilled[g];
-                        prefilled[g] = true;
-                        in_flight[g] = true;
+                    if let Some((prefill, seqs)) = schedule.next(|s| slots[s].is_some()) {
+                        for &s in &seqs {
+                            schedule.in_flight[s] = true;
+                        }
+                        let mut batch = take(&mut slots, &seqs)?;
                         let (message, data) =
-                            self.run_group(&mut groups[g], g, requests, prefill, None, ctx)?;
+                            self.run_micro_batch(&mut batch, requests, prefill, None, ctx)?;
+                        put_back(&mut slots, batch);
                         output = message;
                         output_data = data;
-                    } else if groups.iter().all(Vec::is_empty) && !in_flight.iter().any(|&f| f) {
+                    } else if schedule.finished() {
                         output = Message::Done;
                         sent_done = true;
                     }
@@ -114,15 +210,13 @@ impl Generator<'_> {
             } else {
                 match std::mem::replace(&mut input, Message::Idle) {
                     Message::Hidden {
-                        group,
                         prefill,
                         seqs,
                         fed,
                         rows,
                     } => {
-                        let group_seqs = &mut groups[group];
-                        group_seqs.retain(|s| seqs.contains(&s.index));
-                        for (seq, token) in group_seqs.iter_mut().zip(&fed) {
+                        let mut batch = take(&mut slots, &seqs)?;
+                        for (seq, token) in batch.iter_mut().zip(&fed) {
                             seq.next = [*token];
                         }
                         let hidden = input_data.take().ok_or_else(|| {
@@ -134,14 +228,9 @@ impl Generator<'_> {
                                 hidden.dim(0)?
                             )));
                         }
-                        let (message, data) = self.run_group(
-                            group_seqs,
-                            group,
-                            requests,
-                            prefill,
-                            Some(hidden),
-                            ctx,
-                        )?;
+                        let (message, data) =
+                            self.run_micro_batch(&mut batch, requests, prefill, Some(hidden), ctx)?;
+                        put_back(&mut slots, batch);
                         output = message;
                         output_data = data;
                     }
@@ -208,21 +297,22 @@ impl Generator<'_> {
                 };
                 if topo.is_first_stage() {
                     match header {
-                        Message::Tokens {
-                            group,
-                            seqs,
-                            tokens,
-                        } => {
-                            if groups[group]
-                                .iter()
-                                .map(|s| s.index)
-                                .ne(seqs.iter().copied())
+                        Message::Tokens { seqs, tokens } => {
+                            if tokens.len() != seqs.len()
+                                || seqs
+                                    .iter()
+                                    .any(|&s| !schedule.in_flight.get(s).copied().unwrap_or(false))
                             {
                                 return Err(EngineError::Request(format!(
-                                    "pipeline: tokens for the wrong sequences of group {group}"
+                                    "pipeline: tokens for sequences {seqs:?} that are not in flight"
                                 )));
                             }
-                            ready[group] = Some(tokens);
+                            for &s in &seqs {
+                                schedule.in_flight[s] = false;
+                            }
+                            let batch = take(&mut slots, &seqs)?;
+                            let running = self.accept_all(batch, tokens, &mut done, &clock)?;
+                            put_back(&mut slots, running);
                         }
                         Message::Idle => {}
                         other => {
@@ -236,7 +326,6 @@ impl Generator<'_> {
                     input_data = data;
                 }
             }
-            tick += 1;
         }
         Ok(if topo.is_first_stage() {
             finish(done)
@@ -245,11 +334,10 @@ impl Generator<'_> {
         })
     }
 
-    /// Runs one group through this stage and says what to pass on.
-    fn run_group(
+    /// Runs one micro-batch through this stage and says what to pass on.
+    fn run_micro_batch(
         &self,
         group: &mut [ActiveSequence],
-        index: usize,
         requests: &[GenerationRequest],
         prefill: bool,
         hidden: Option<Tensor>,
@@ -270,7 +358,6 @@ impl Generator<'_> {
                 let data = h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 Ok((
                     Message::Hidden {
-                        group: index,
                         prefill,
                         seqs,
                         fed,
@@ -287,15 +374,44 @@ impl Generator<'_> {
                     .zip(rows)
                     .map(|(seq, row)| seq.sampler.sample(&row))
                     .collect();
-                Ok((
-                    Message::Tokens {
-                        group: index,
-                        seqs,
-                        tokens,
-                    },
-                    None,
-                ))
+                Ok((Message::Tokens { seqs, tokens }, None))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefill_chunks;
+
+    fn lengths(lens: &[usize]) -> Vec<(usize, usize)> {
+        lens.iter().copied().enumerate().collect()
+    }
+
+    #[test]
+    fn long_prompts_get_a_chunk_each() {
+        let chunks = prefill_chunks(&lengths(&[500; 8]), 2);
+        assert_eq!(chunks, (0..8).map(|i| vec![i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn short_prompts_share_chunks_but_fill_every_stage() {
+        let chunks = prefill_chunks(&lengths(&[30; 8]), 2);
+        assert_eq!(chunks, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    }
+
+    #[test]
+    fn chunks_balance_tokens_and_keep_order() {
+        // 1200 tokens: 4 chunks of about 300.
+        let chunks = prefill_chunks(&lengths(&[100, 200, 300, 50, 250, 100, 200]), 2);
+        assert_eq!(chunks.len(), 4);
+        assert_eq!(chunks.concat(), (0..7).collect::<Vec<_>>());
+        assert_eq!(chunks[0], vec![0, 1]);
+    }
+
+    #[test]
+    fn fewer_sequences_than_stages() {
+        assert_eq!(prefill_chunks(&lengths(&[10]), 4), vec![vec![0]]);
+        assert!(prefill_chunks(&[], 2).is_empty());
     }
 }
