@@ -40,7 +40,7 @@ fn dist_check_passes_on_tp2_pp2() {
     let out = dist_check(4, &["--tp", "2", "--pp", "2"]);
     assert_ok(
         &out,
-        "dist-check ok: world 4 (tp 2 x pp 2), all-reduce/all-gather/broadcast/send-recv/barrier verified",
+        "dist-check ok: world 4 (tp 2 x pp 2), all-reduce (f32, bf16, f16)/all-gather/broadcast/send-recv/barrier verified",
     );
 }
 
@@ -49,7 +49,7 @@ fn dist_check_passes_on_tp4_pp1() {
     let out = dist_check(4, &["--tp", "4", "--pp", "1"]);
     assert_ok(
         &out,
-        "dist-check ok: world 4 (tp 4 x pp 1), all-reduce/all-gather/broadcast/barrier verified",
+        "dist-check ok: world 4 (tp 4 x pp 1), all-reduce (f32, bf16, f16)/all-gather/broadcast/barrier verified",
     );
 }
 

@@ -5,7 +5,7 @@
 //! A mismatch is an error on the rank that sees it; its peers may already be in the next
 //! operation, so the caller must bring the job down (`MpiWorld::abort`) rather than return.
 
-use super::comm::{Communicator, DistError};
+use super::comm::{Communicator, DistError, HalfFormat};
 use super::context::DistContext;
 use crate::error::{EngineError, Result};
 
@@ -29,10 +29,10 @@ pub fn run_dist_check(ctx: &DistContext) -> Result<String> {
         &expected,
         &members,
     )?;
-    let mut ops = "all-reduce/all-gather/broadcast/barrier";
+    let mut ops = "all-reduce (f32, bf16, f16)/all-gather/broadcast/barrier";
     if t.pp > 1 {
         check_stage_ring(ctx)?;
-        ops = "all-reduce/all-gather/broadcast/send-recv/barrier";
+        ops = "all-reduce (f32, bf16, f16)/all-gather/broadcast/send-recv/barrier";
     }
     ctx.world.barrier()?;
     Ok(format!(
@@ -50,6 +50,22 @@ fn check_collectives(group: &dyn Communicator) -> Result<()> {
         let ranks_sum = (size * (size + 1) / 2) as f32;
         let expected: Vec<f32> = (0..len).map(|i| ranks_sum * ramp(i)).collect();
         expect(group, "all_reduce_sum", &expected, &data)?;
+    }
+    // 16-bit sums with every partial sum exact in both formats (small integers times powers of
+    // two), so the order of the ring does not matter.
+    let weight = |r: usize| 1 + r % 2;
+    let pow2 = |i: usize| (1 << (i % 4)) as f32;
+    let total: usize = (0..size).map(weight).sum();
+    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+        for len in [1, 1000, LONG] {
+            let mut data: Vec<u16> = (0..len)
+                .map(|i| format.encode(weight(rank) as f32 * pow2(i)))
+                .collect();
+            group.all_reduce_sum_half(&mut data, format)?;
+            let expected: Vec<f32> = (0..len).map(|i| total as f32 * pow2(i)).collect();
+            let got: Vec<f32> = data.into_iter().map(|b| format.decode(b)).collect();
+            expect(group, "all_reduce_sum_half", &expected, &got)?;
+        }
     }
 
     let mine: Vec<f32> = (0..3).map(|j| (rank * 10 + j) as f32).collect();
@@ -188,15 +204,16 @@ mod tests {
         let lines = check(2, 2);
         assert_eq!(
             lines[0],
-            "dist-check ok: world 4 (tp 2 x pp 2), all-reduce/all-gather/broadcast/send-recv/barrier verified"
+            "dist-check ok: world 4 (tp 2 x pp 2), all-reduce (f32, bf16, f16)/all-gather/broadcast/send-recv/barrier verified"
         );
         assert!(lines.iter().all(|l| l == &lines[0]));
     }
 
     #[test]
     fn dist_check_passes_without_pipeline_or_tensor_peers() {
-        assert!(check(4, 1)[0]
-            .contains("world 4 (tp 4 x pp 1), all-reduce/all-gather/broadcast/barrier"));
+        assert!(check(4, 1)[0].contains(
+            "world 4 (tp 4 x pp 1), all-reduce (f32, bf16, f16)/all-gather/broadcast/barrier"
+        ));
         assert!(check(1, 3)[2].contains("send-recv"));
         assert!(check(1, 1)[0].starts_with("dist-check ok: world 1"));
     }

@@ -1,6 +1,6 @@
 //! A rank's view of the job: its place in the grid and the groups it talks through.
 
-use super::comm::Communicator;
+use super::comm::{Communicator, ModelDtypeReduce};
 use super::topology::Topology;
 
 /// The topology plus the communicators of this rank: the whole world (control plane and the
@@ -16,5 +16,12 @@ impl DistContext {
     /// True when this rank must do everything itself (no TP peers).
     pub fn tp_size(&self) -> usize {
         self.topology.tp
+    }
+
+    /// Makes the parallel layers all-reduce in the model's dtype (`--allreduce-dtype model`)
+    /// instead of f32.
+    pub fn reduce_in_model_dtype(mut self) -> Self {
+        self.tp_group = Box::new(ModelDtypeReduce(self.tp_group));
+        self
     }
 }

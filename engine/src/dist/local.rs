@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::comm::{Communicator, DistError};
+use super::comm::{Communicator, DistError, HalfFormat};
 use super::context::DistContext;
 use super::topology::Topology;
 
@@ -50,6 +50,7 @@ struct Contribution {
 /// A rank's contribution to a collective, its outcome, or a message.
 enum Payload {
     F32(Vec<f32>),
+    Half(Vec<u16>, HalfFormat),
     Bytes(Vec<u8>),
     None,
 }
@@ -272,6 +273,23 @@ fn combine(arrived: Vec<Contribution>) -> Result<Payload, String> {
             }
             Payload::F32(sum)
         }
+        // Summed in rank order, rounding to the format after every add.
+        "all_reduce_sum_half" => {
+            let mut parts = arrived.iter().map(|c| match &c.payload {
+                Payload::Half(data, format) => Some((data, *format)),
+                _ => None,
+            });
+            match parts.next().flatten() {
+                Some((first, format)) => {
+                    let mut sum = first.clone();
+                    for (data, _) in parts.flatten() {
+                        format.accumulate(&mut sum, data);
+                    }
+                    Payload::Half(sum, format)
+                }
+                None => return Err("half all-reduce without data".into()),
+            }
+        }
         "all_gather" => Payload::F32(
             arrived
                 .iter()
@@ -319,6 +337,15 @@ impl Communicator for LocalCommunicator {
         let op = "all_reduce_sum";
         match &*self.collective(op, data.len(), Payload::F32(data.to_vec()))? {
             Payload::F32(sum) => data.copy_from_slice(sum),
+            _ => return Err(self.error(op, "internal: wrong outcome kind")),
+        }
+        Ok(())
+    }
+
+    fn all_reduce_sum_half(&self, data: &mut [u16], format: HalfFormat) -> Result<(), DistError> {
+        let op = "all_reduce_sum_half";
+        match &*self.collective(op, data.len(), Payload::Half(data.to_vec(), format))? {
+            Payload::Half(sum, _) => data.copy_from_slice(sum),
             _ => return Err(self.error(op, "internal: wrong outcome kind")),
         }
         Ok(())
@@ -507,6 +534,24 @@ mod tests {
         for (data, again) in sums {
             assert_eq!(data, vec![6.0, 60.0, 4.0]);
             assert_eq!(again, vec![6.0]);
+        }
+    }
+
+    #[test]
+    fn half_all_reduce_accumulates_in_the_format() {
+        let bf = |x: f32| half::bf16::from_f32(x).to_bits();
+        let sums = LocalJob::new(4, 1).run(|ctx| {
+            // Rank 0 holds 1, the others 2^-9 each: added one at a time in bf16, every 2^-9 is
+            // lost to rounding; an f32 sum would give 1 + 3 * 2^-9, i.e. 1.0078125 in bf16.
+            let r = ctx.world.rank();
+            let mut data = vec![if r == 0 { bf(1.0) } else { bf(1.0 / 512.0) }, bf(r as f32)];
+            ctx.world
+                .all_reduce_sum_half(&mut data, HalfFormat::Bf16)
+                .unwrap();
+            data
+        });
+        for data in sums {
+            assert_eq!(data, vec![bf(1.0), bf(6.0)]);
         }
     }
 

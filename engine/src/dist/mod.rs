@@ -10,6 +10,6 @@ pub mod local;
 pub mod mpi_backend;
 pub mod topology;
 
-pub use comm::{Communicator, DistError, SoloCommunicator};
+pub use comm::{Communicator, DistError, HalfFormat, ModelDtypeReduce, SoloCommunicator};
 pub use context::DistContext;
 pub use topology::Topology;

@@ -23,7 +23,7 @@ use mpi::traits::{
 };
 use mpi::Threading;
 
-use super::comm::{Communicator, DistError, DEFAULT_COMM_TIMEOUT};
+use super::comm::{Communicator, DistError, HalfFormat, DEFAULT_COMM_TIMEOUT};
 use super::context::DistContext;
 use super::topology::Topology;
 use crate::error::{EngineError, Result};
@@ -331,6 +331,49 @@ impl Communicator for MpiCommunicator {
         let _blocked = self.blocked(op);
         self.comm
             .all_reduce_into(&send[..], data, SystemOperation::sum());
+        Ok(())
+    }
+
+    /// NCCL's ring algorithm on MPI point-to-point: a reduce-scatter in `size - 1` steps (each
+    /// rank adds the chunk its left neighbour passes, rounding to the format), then an all-gather
+    /// of the summed chunks. MPI has no 16-bit float sum, and its user operations would need
+    /// libffi.
+    fn all_reduce_sum_half(&self, data: &mut [u16], format: HalfFormat) -> Result<(), DistError> {
+        let op = "all_reduce_sum_half";
+        let n = self.size;
+        if n == 1 {
+            return Ok(());
+        }
+        let chunk = data.len().div_ceil(n);
+        self.check_len(op, chunk * n)?;
+        // Padded to n equal chunks; padding is +0.0 in both formats.
+        let mut ring = vec![0u16; chunk * n];
+        ring[..data.len()].copy_from_slice(data);
+        let mut incoming = vec![0u16; chunk];
+        let next = self.comm.process_at_rank(((self.rank + 1) % n) as i32);
+        let prev = self.comm.process_at_rank(((self.rank + n - 1) % n) as i32);
+        let _blocked = self.blocked(op);
+        for step in 0..n - 1 {
+            let send = (self.rank + n - step) % n;
+            let add = (self.rank + n - step - 1) % n;
+            mpi::point_to_point::send_receive_into(
+                &ring[send * chunk..(send + 1) * chunk],
+                &next,
+                &mut incoming[..],
+                &prev,
+            );
+            format.accumulate(&mut ring[add * chunk..(add + 1) * chunk], &incoming);
+        }
+        // Rank r now holds the full sum of chunk (r + 1) % n.
+        let own = (self.rank + 1) % n;
+        let mut gathered = vec![0u16; chunk * n];
+        self.comm
+            .all_gather_into(&ring[own * chunk..(own + 1) * chunk], &mut gathered[..]);
+        for (holder, summed) in gathered.chunks(chunk).enumerate() {
+            let index = (holder + 1) % n;
+            ring[index * chunk..(index + 1) * chunk].copy_from_slice(summed);
+        }
+        data.copy_from_slice(&ring[..data.len()]);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::layers::Linear;
 use crate::checkpoint::Checkpoint;
-use crate::dist::Communicator;
+use crate::dist::{Communicator, HalfFormat};
 use crate::error::{EngineError, Result};
 
 /// Which slice of a dimension this rank holds: `rank` of `size` equal parts.
@@ -50,16 +50,68 @@ impl Shard {
     }
 }
 
-/// Sums a tensor over the group (identity for a group of one).
+/// Sums a tensor over the group (identity for a group of one). In f32, unless the group asks for
+/// the model's dtype (`--allreduce-dtype model`) and that is bf16 or f16.
 pub fn all_reduce(x: &Tensor, group: &dyn Communicator) -> Result<Tensor> {
     if group.size() == 1 {
         return Ok(x.clone());
     }
     let dtype = x.dtype();
-    let mut data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let _span = tracing::info_span!("all_reduce", floats = data.len()).entered();
-    group.all_reduce_sum(&mut data)?;
-    Ok(Tensor::from_vec(data, x.shape(), x.device())?.to_dtype(dtype)?)
+    let half = match dtype {
+        DType::BF16 if group.reduces_in_model_dtype() => Some(HalfFormat::Bf16),
+        DType::F16 if group.reduces_in_model_dtype() => Some(HalfFormat::F16),
+        _ => None,
+    };
+    let flat = x.flatten_all()?;
+    match half {
+        Some(format) => {
+            let mut bits: Vec<u16> = match format {
+                HalfFormat::Bf16 => flat
+                    .to_vec1::<half::bf16>()?
+                    .into_iter()
+                    .map(half::bf16::to_bits)
+                    .collect(),
+                HalfFormat::F16 => flat
+                    .to_vec1::<half::f16>()?
+                    .into_iter()
+                    .map(half::f16::to_bits)
+                    .collect(),
+            };
+            {
+                let _span =
+                    tracing::info_span!("all_reduce", values = bits.len(), bytes = bits.len() * 2)
+                        .entered();
+                group.all_reduce_sum_half(&mut bits, format)?;
+            }
+            let summed = match format {
+                HalfFormat::Bf16 => Tensor::from_vec(
+                    bits.into_iter()
+                        .map(half::bf16::from_bits)
+                        .collect::<Vec<_>>(),
+                    x.shape(),
+                    x.device(),
+                )?,
+                HalfFormat::F16 => Tensor::from_vec(
+                    bits.into_iter()
+                        .map(half::f16::from_bits)
+                        .collect::<Vec<_>>(),
+                    x.shape(),
+                    x.device(),
+                )?,
+            };
+            Ok(summed)
+        }
+        None => {
+            let mut data = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            {
+                let _span =
+                    tracing::info_span!("all_reduce", values = data.len(), bytes = data.len() * 4)
+                        .entered();
+                group.all_reduce_sum(&mut data)?;
+            }
+            Ok(Tensor::from_vec(data, x.shape(), x.device())?.to_dtype(dtype)?)
+        }
+    }
 }
 
 /// A linear layer whose output features are split over the group.
