@@ -53,6 +53,28 @@ struct DistArgs {
     /// Seconds a blocking collective may wait before the job is brought down.
     #[arg(long, default_value_t = 300)]
     comm_timeout: u64,
+    /// Precision of the tensor-parallel all-reduces: f32 (exact sums of the partial products),
+    /// or the model's dtype (half the bytes for bf16/f16 models, and the rounding of NCCL's usual
+    /// bf16 all-reduce). The same for f32 models.
+    #[arg(long, value_enum, default_value_t = AllReduceDType::F32)]
+    allreduce_dtype: AllReduceDType,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum AllReduceDType {
+    F32,
+    Model,
+}
+
+impl DistArgs {
+    /// This rank's place in the `tp x pp` grid and its communicators.
+    fn context(&self, world: &MpiWorld) -> engine::Result<engine::dist::DistContext> {
+        let ctx = world.context(self.tp, self.pp, Duration::from_secs(self.comm_timeout))?;
+        Ok(match self.allreduce_dtype {
+            AllReduceDType::F32 => ctx,
+            AllReduceDType::Model => ctx.reduce_in_model_dtype(),
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -255,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_job(args),
         Command::DistCheck(args) => {
             let world = MpiWorld::init()?;
-            let ctx = world.context(args.tp, args.pp, Duration::from_secs(args.comm_timeout))?;
+            let ctx = args.context(&world)?;
             match run_dist_check(&ctx) {
                 Ok(summary) => {
                     if ctx.topology.rank == 0 {
@@ -295,7 +317,7 @@ fn fail_rank(world: &MpiWorld, err: anyhow::Error) -> ! {
 fn run_job(args: RunArgs) -> anyhow::Result<()> {
     let world = MpiWorld::init()?;
     let RunArgs { dist, .. } = &args;
-    let ctx = match world.context(dist.tp, dist.pp, Duration::from_secs(dist.comm_timeout)) {
+    let ctx = match dist.context(&world) {
         Ok(ctx) => ctx,
         // Every rank sees the same layout error: one message is enough.
         Err(err) if world.rank() == 0 => return Err(err.into()),
