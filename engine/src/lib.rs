@@ -13,6 +13,7 @@ pub mod error;
 pub mod fsutil;
 pub mod model;
 pub mod runtime;
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};

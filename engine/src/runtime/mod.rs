@@ -1,6 +1,7 @@
 //! Running the model: KV caches, sampling and the generation loop.
 
 pub mod batch_job;
+pub mod batcher;
 pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;
