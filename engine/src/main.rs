@@ -16,6 +16,7 @@ use engine::dist::check::run_dist_check;
 use engine::dist::mpi_backend::MpiWorld;
 use engine::runtime::batch_job::{run_batch_job, RunOptions};
 use engine::runtime::{FinishReason, GenerationRequest, LoadedModel, SamplingParams, TokenLogprob};
+use engine::serve::{serve, ServeOptions};
 
 /// Llama inference on candle, sharded across ranks (tensor and pipeline parallel).
 #[derive(Parser, Debug)]
@@ -39,6 +40,10 @@ enum Command {
     /// Check the MPI wiring: every collective and point-to-point operation on the world and the
     /// TP groups, with known values.
     DistCheck(DistArgs),
+    /// Serve the OpenAI API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) over HTTP
+    /// with continuous batching; rank 0 listens, the other ranks follow
+    /// (`mpirun -n X*Y engine serve --tp X --pp Y ...`).
+    Serve(ServeArgs),
 }
 
 /// The parallel layout, shared by the distributed commands.
@@ -115,6 +120,14 @@ struct RunArgs {
     /// Write each rank's memory and timing figures (`rank{r}.json`) into this folder.
     #[arg(long)]
     stats_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    dist: DistArgs,
+    #[command(flatten)]
+    serve: ServeOptions,
 }
 
 #[derive(Args, Debug)]
@@ -275,6 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run_job(args),
+        Command::Serve(args) => serve_job(args),
         Command::DistCheck(args) => {
             let world = MpiWorld::init()?;
             let ctx = args.context(&world)?;
@@ -355,6 +369,21 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Err(err) => fail_rank(&world, err.into()),
+    }
+}
+
+fn serve_job(args: ServeArgs) -> anyhow::Result<()> {
+    let world = MpiWorld::init()?;
+    let ctx = match args.dist.context(&world) {
+        Ok(ctx) => ctx,
+        // Every rank sees the same layout error: one message is enough.
+        Err(err) if world.rank() == 0 => return Err(err.into()),
+        Err(_) => std::process::exit(1),
+    };
+    let timeout = Duration::from_secs(args.dist.comm_timeout);
+    match serve(&args.serve, &ctx, timeout) {
+        Ok(()) => Ok(()),
         Err(err) => fail_rank(&world, err.into()),
     }
 }
