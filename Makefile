@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shardlab-target
 ENGINE_BIN := $(CARGO_TARGET_DIR)/debug/engine
 SMOLLM2 := models/smollm2-135m-instruct
 
-.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts slurm-up slurm-down slurm-status slurm-selftest
+.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts bench-serve slurm-up slurm-down slurm-status slurm-selftest
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench       single-rank speed against candle-transformers (one thread)"
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
 	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
+	@echo "make bench-serve     engine serve under load: 32 requests at concurrency 1, 4, 16 (SmolLM2)"
 	@echo "make slurm-up     a real local Slurm: 2 fake nodes x 2 fake GPUs, slurmdbd (slurm-down, slurm-status, slurm-selftest)"
 
 setup:
@@ -54,6 +55,10 @@ bench-parallel: model
 
 bench-layouts:
 	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench shard_layouts
+
+bench-serve: model
+	cargo build --release -p shardlab-engine --bin engine
+	cargo bench -p shardlab-benches --bench serve_load
 
 # A real local Slurm (2 fake nodes x 2 fake GPUs, slurmdbd, MPI through srun --mpi=pmix): slurm/local/.
 slurm-up:

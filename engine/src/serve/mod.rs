@@ -111,6 +111,8 @@ pub fn serve(
             .unwrap_or_else(|| options.model.display().to_string())
     });
     let limits = scheduler::Limits::new(options.max_batch as usize, options.max_queue as usize);
+    let metrics = metrics::Metrics::new()
+        .map_err(|e| ServeError::ControlPlane(format!("registering metrics: {e}")))?;
     let (submit, submissions) = std::sync::mpsc::channel();
     let config = http::ServerConfig {
         host: options.host.clone(),
@@ -125,6 +127,7 @@ pub fn serve(
             add_generation_prompt: true,
             date_string: options.date.clone(),
         },
+        metrics: metrics.clone(),
     };
     let server = http::start(config, submit, Arc::clone(&limits))?;
     eprintln!(
@@ -135,9 +138,10 @@ pub fn serve(
     // watchdog's timeout keeps them from being taken for hung.
     let heartbeat = (topo.world_size > 1 && !comm_timeout.is_zero())
         .then(|| (comm_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
-    let result = scheduler::lead(&mut batcher, ctx, submissions, &limits, heartbeat);
+    scheduler::lead(&mut batcher, ctx, submissions, &limits, &metrics, heartbeat)?;
+    // The scheduler stops only once the HTTP side is gone.
     server.join();
-    result
+    Ok(())
 }
 
 /// Loads this rank's part of the model: its stage's layers, its tensor-parallel slices.

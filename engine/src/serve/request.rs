@@ -275,6 +275,7 @@ fn finish(
             seed,
             max_new_tokens,
             top_logprobs,
+            ignore_eos: common.ignore_eos.unwrap_or(false),
         },
         stop: common.stop.map(|s| s.into_vec()).unwrap_or_default(),
         stream: common.stream.unwrap_or(false),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ServeError;
+use super::metrics::Metrics;
 use crate::dist::DistContext;
 use crate::runtime::batcher::{Admission, Batcher, SequenceId, StepEvent, StepPlan, WireParams};
 use crate::runtime::sampling::SampledToken;
@@ -105,6 +106,7 @@ pub fn lead(
     ctx: &DistContext,
     submissions: Receiver<Submission>,
     limits: &Limits,
+    metrics: &Metrics,
     heartbeat: Option<Duration>,
 ) -> Result<(), ServeError> {
     let mut waiting: VecDeque<(SequenceId, Submission)> = VecDeque::new();
@@ -182,6 +184,11 @@ pub fn lead(
         }
 
         // 4. The step, on every rank.
+        let (admitted, decoding) = (plan.admit.len(), batcher.running());
+        if decoding > 0 {
+            metrics.batch_size.observe(decoding as f64);
+        }
+        let clock = std::time::Instant::now();
         broadcast(ctx, ControlMessage::Step(plan.clone()))?;
         batcher.step(plan, ctx, &mut |event| {
             let (id, message, finished) = match event {
@@ -199,6 +206,12 @@ pub fn lead(
             }
         })?;
         limits.running.store(running.len(), Ordering::Release);
+        tracing::debug!(
+            admitted,
+            decoding,
+            ms = clock.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
     }
 }
 
