@@ -1,7 +1,8 @@
 //! Load on `engine serve` (release build, SmolLM2, one compute thread): the same 32 streaming chat
-//! requests at concurrency 1, 4 and 16, each level measured once after a warm-up. Prints output
-//! tokens/s (completion tokens over the level's wall time), p50/p99 time to first token (to the
-//! first chunk with text), and the throughput of each level against concurrency 1.
+//! requests (greedy, 64 tokens each with `ignore_eos`) at concurrency 1, 4 and 16, each level
+//! measured once after a warm-up. Prints output tokens/s (completion tokens over the level's wall
+//! time), p50/p99 time to first token (to the first chunk with text), and the throughput of each
+//! level against concurrency 1.
 //!
 //! `make bench-serve` (builds the release engine first). The server runs with
 //! `RAYON_NUM_THREADS=1` (override with `--threads`): of the machine's two cores, one computes and
@@ -28,7 +29,8 @@ struct Args {
     /// Concurrency levels, the first being the baseline of the ratios.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     concurrency: Vec<usize>,
-    #[arg(long, default_value_t = 32)]
+    /// Tokens each request generates (`ignore_eos`, so every level does the same work).
+    #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// The server's compute threads (RAYON_NUM_THREADS).
     #[arg(long, default_value_t = 1)]
@@ -98,6 +100,7 @@ fn one_request(client: &Client, base: &str, question: &str, max_tokens: usize) -
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0,
+        "ignore_eos": true,
         "stream": true,
         "stream_options": {"include_usage": true},
     });
@@ -212,7 +215,7 @@ fn main() -> Result<()> {
     level(&client, &base, 2, 2, args.max_tokens)?;
 
     println!(
-        "engine serve, SmolLM2 f32, RAYON_NUM_THREADS={}, --max-batch {}, {} requests of up to {} tokens per level",
+        "engine serve, SmolLM2 f32, RAYON_NUM_THREADS={}, --max-batch {}, {} requests of {} tokens per level",
         args.threads, args.max_batch, args.requests, args.max_tokens
     );
     println!(
