@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use serve_common::{assemble, post, EventStream, Server, MODEL};
 
-/// Shorter than the idle wait below: a job whose followers were not kept alive would die.
-const COMM_TIMEOUT_S: u64 = 3;
+/// Shorter than the idle wait below, so a job whose followers were not kept alive would die; not
+/// so short that a rank starved of CPU on a loaded two-core machine trips it.
+const COMM_TIMEOUT_S: u64 = 8;
 
 fn conversations() -> Vec<Value> {
     vec![
@@ -26,49 +27,48 @@ fn conversations() -> Vec<Value> {
     ]
 }
 
-/// Every conversation at once, alternately streamed and not: `(text, finish_reason)` each.
-fn answers(server: &Server) -> Vec<(String, String)> {
-    std::thread::scope(|scope| {
+/// One conversation, greedy, streamed or not: `(text, finish_reason)`.
+fn answer(server: &Server, messages: Value, stream: bool) -> (String, String) {
+    let mut body = json!({"model": MODEL, "messages": messages, "max_tokens": 16,
+                          "temperature": 0});
+    if stream {
+        body["stream"] = json!(true);
+        let chunks = EventStream::open(server, "/v1/chat/completions", &body, None).collect();
+        let streamed = assemble(&chunks);
+        return (streamed.text, streamed.finish_reason);
+    }
+    let reply = post(server, "/v1/chat/completions", &body, None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let choice = &reply.body["choices"][0];
+    let field = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    (
+        field(&choice["message"]["content"]),
+        field(&choice["finish_reason"]),
+    )
+}
+
+/// Every conversation at once, alternately streamed and not. A failed client shows what became
+/// of the server.
+fn answers(server: &mut Server) -> Vec<(String, String)> {
+    let shared = &*server;
+    let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = conversations()
             .into_iter()
             .enumerate()
-            .map(|(i, messages)| {
-                scope.spawn(move || {
-                    let mut body = json!({"model": MODEL, "messages": messages,
-                                          "max_tokens": 16, "temperature": 0});
-                    if i % 2 == 1 {
-                        body["stream"] = json!(true);
-                        let chunks = EventStream::open(server, "/v1/chat/completions", &body, None)
-                            .collect();
-                        let streamed = assemble(&chunks);
-                        return (streamed.text, streamed.finish_reason);
-                    }
-                    let reply = post(server, "/v1/chat/completions", &body, None);
-                    assert_eq!(reply.status, 200, "{}", reply.text);
-                    let choice = &reply.body["choices"][0];
-                    (
-                        choice["message"]["content"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_owned(),
-                        choice["finish_reason"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-            })
+            .map(|(i, messages)| scope.spawn(move || answer(shared, messages, i % 2 == 1)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a client thread panicked"))
-            .collect()
-    })
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    if results.iter().any(Result::is_err) {
+        let state = server.exited().unwrap_or_else(|| "it still runs".into());
+        panic!("a client failed (see above); the server: {state}");
+    }
+    results.into_iter().map(|r| r.unwrap_or_default()).collect()
 }
 
 #[test]
 fn tp3_and_pp2_serve_the_same_answers_as_one_rank() {
-    let expected = {
-        let single = Server::single(&[], &[]);
-        answers(&single)
-    };
+    let expected = answers(&mut Server::single(&[], &[]));
     assert!(
         expected.iter().filter(|(text, _)| !text.is_empty()).count() >= 4,
         "SmolLM2 should answer: {expected:?}"
@@ -78,18 +78,20 @@ fn tp3_and_pp2_serve_the_same_answers_as_one_rank() {
         let mut args = layout.to_vec();
         args.extend(["--comm-timeout", &timeout]);
         let mut server = Server::mpi(ranks, &args);
-        std::thread::sleep(Duration::from_secs(2 * COMM_TIMEOUT_S));
+        std::thread::sleep(Duration::from_secs(COMM_TIMEOUT_S + 4));
         server.assert_running();
-        let got = answers(&server);
+        let got = answers(&mut server);
         for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
             assert_eq!(
                 want, got,
                 "{layout:?}: conversation {i} differs from one rank"
             );
         }
-        // Idle again, then a second round on the same job.
-        std::thread::sleep(Duration::from_secs(COMM_TIMEOUT_S + 1));
-        assert_eq!(answers(&server), got, "{layout:?}: a second round differs");
+        assert_eq!(
+            answers(&mut server),
+            got,
+            "{layout:?}: a second round differs"
+        );
         server.assert_running();
     }
 }

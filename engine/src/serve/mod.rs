@@ -90,19 +90,19 @@ pub fn serve(
     comm_timeout: Duration,
 ) -> Result<(), ServeError> {
     let topo = ctx.topology;
+    // Rank 0 reads what only it needs before the weights: once the ranks have loaded their
+    // shards, followers wait for rank 0 only as long as it takes to start listening.
+    let front = if topo.rank == 0 {
+        Some((api_key(options)?, ModelTokenizer::from_dir(&options.model)?))
+    } else {
+        None
+    };
     let (model, end_of_generation) = load_shard(options, ctx)?;
     let mut batcher = Batcher::new(&model, end_of_generation.iter().copied());
-    if topo.rank != 0 {
+    let Some((api_key, tokenizer)) = front else {
         return scheduler::follow(&mut batcher, ctx);
-    }
-    let api_key = match &options.api_key_env {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.is_empty() => Some(key),
-            _ => return Err(ServeError::ApiKeyEnv { var: var.clone() }),
-        },
     };
-    let tokenizer = Arc::new(ModelTokenizer::from_dir(&options.model)?);
+    let tokenizer = Arc::new(tokenizer);
     let model_name = options.served_model_name.clone().unwrap_or_else(|| {
         options
             .model
@@ -142,6 +142,17 @@ pub fn serve(
     // The scheduler stops only once the HTTP side is gone.
     server.join();
     Ok(())
+}
+
+/// The key clients must send, from the variable `--api-key-env` names.
+fn api_key(options: &ServeOptions) -> Result<Option<String>, ServeError> {
+    let Some(var) = &options.api_key_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(key) if !key.is_empty() => Ok(Some(key)),
+        _ => Err(ServeError::ApiKeyEnv { var: var.clone() }),
+    }
 }
 
 /// Loads this rank's part of the model: its stage's layers, its tensor-parallel slices.

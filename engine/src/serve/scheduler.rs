@@ -117,6 +117,10 @@ pub fn lead(
         next_id += 1;
         waiting.push_back((next_id, submission));
     };
+    if heartbeat.is_some() {
+        // Followers that finished loading first have been waiting.
+        broadcast(ctx, ControlMessage::Heartbeat)?;
+    }
     loop {
         // 1. New requests; block while there is nothing to do.
         if open && running.is_empty() && waiting.is_empty() {
