@@ -14,13 +14,13 @@ pub enum ServeError {
     Engine(#[from] EngineError),
     #[error("--api-key-env {var}: the variable is not set or empty")]
     ApiKeyEnv { var: String },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         address: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the HTTP runtime: {0}")]
+    #[error("starting the HTTP runtime")]
     Runtime(#[source] std::io::Error),
     #[error("control plane: {0}")]
     ControlPlane(String),
