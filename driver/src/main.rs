@@ -1,5 +1,6 @@
 //! `driver`: plans, runs and reports shardlab experiments.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ enum Command {
     /// the run folder's jobs if it has any; prints the summary as JSON. Exit status 0 when every
     /// job succeeded, 2 when some failed, 130 when interrupted.
     #[command(hide = true)]
-    Jobs(JobsArgs),
+    Jobs(Box<JobsArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,6 +98,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let code = match run(cli) {
@@ -117,7 +119,7 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Jobs(args) => jobs(args),
+        Command::Jobs(args) => jobs(*args),
         other => anyhow::bail!(
             "`driver {}` is not implemented yet",
             format!("{other:?}").to_lowercase()

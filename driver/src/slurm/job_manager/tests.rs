@@ -11,12 +11,16 @@ use super::*;
 use crate::parallelism::strategy_by_name;
 use crate::slurm::job_factory::{JobScript, LaunchMode, PromptRow};
 
+/// The states a fake job goes through, one per poll (the last one sticks), with exit codes.
+type Script = Vec<(JobState, Option<i32>)>;
+
 /// A fake cluster: each submission plays the next scripted list of states, one per poll.
 #[derive(Default)]
 struct FakeCluster {
-    /// States per submission, in order; the last state of each list sticks.
-    scripts: Vec<Vec<(JobState, Option<i32>)>>,
-    jobs: HashMap<String, (String, Vec<(JobState, Option<i32>)>, usize)>,
+    /// States per submission, in order.
+    scripts: Vec<Script>,
+    /// By id: the job's name, its script, and how far it has played.
+    jobs: HashMap<String, (String, Script, usize)>,
     submitted: Vec<String>,
     cancelled: Vec<String>,
     next_id: u64,
@@ -26,7 +30,7 @@ struct FakeCluster {
 struct Fake(Rc<RefCell<FakeCluster>>);
 
 impl Fake {
-    fn with(scripts: Vec<Vec<(JobState, Option<i32>)>>) -> Self {
+    fn with(scripts: Vec<Script>) -> Self {
         let fake = Self::default();
         fake.0.borrow_mut().scripts = scripts;
         fake.0.borrow_mut().next_id = 100;
