@@ -2,9 +2,8 @@
 //! the model into checked engine arguments and Slurm constraints.
 
 use super::model::ModelFacts;
-use super::strategy::{
-    even_layer_split, validate_layout, EngineArgs, SlurmConstraints, StrategyError,
-};
+use super::rules::{even_layer_split, validate_layout};
+use super::strategy::{EngineArgs, SlurmConstraints, StrategyError};
 use crate::slurm::profile::ClusterProfile;
 
 /// A strategy's checked layout.

@@ -4,6 +4,8 @@
 
 mod layout;
 pub mod model;
+pub mod next_config;
+pub mod rules;
 pub mod strategy;
 
 mod hybrid;

@@ -5,9 +5,10 @@ use polars::prelude::DataFrame;
 
 use super::layout::{fixed, Layout};
 use super::model::ModelFacts;
+use super::next_config::default_next_config;
 use super::strategy::{
-    add_layout_columns, default_next_config, EngineArgs, JobOutcome, NextStep, ParallelismStrategy,
-    SlurmConstraints, StrategyError,
+    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
+    StrategyError,
 };
 use crate::slurm::profile::ClusterProfile;
 

@@ -5,11 +5,9 @@
 //! template can forget to), and values on `#SBATCH` lines may not hold line breaks, which would
 //! end the comment and start a command.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use minijinja::value::ValueKind;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, Value};
 use serde::{Deserialize, Serialize};
 
 use super::profile::{parse_walltime, ClusterProfile};
@@ -24,41 +22,6 @@ pub const ENGINE_JOB_TEMPLATE_NAME: &str = "engine-job.sbatch.j2";
 /// What each rank prints into `placement.tsv`: its rank, its node, the GPUs it sees.
 const PLACEMENT_COMMAND: &str = r#"echo "${SLURM_PROCID:-${OMPI_COMM_WORLD_RANK:-0}} ${SLURMD_NODENAME:-$(hostname)} ${CUDA_VISIBLE_DEVICES:-none}""#;
 
-/// A prompt as a job needs it; the driver's prompt records implement this.
-pub trait JobPrompt {
-    fn prompt_id(&self) -> &str;
-    /// The prompt set it belongs to (`2k`, `4k`, ...): one job per strategy and variant.
-    fn variant(&self) -> &str;
-    fn prompt(&self) -> &str;
-    /// The prompt's intended length in tokens, recorded in the shard.
-    fn token_budget(&self) -> Option<usize>;
-}
-
-/// A plain prompt, for callers without a prompt repository (tests, the internal CLI).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PromptRow {
-    pub prompt_id: String,
-    pub variant: String,
-    pub prompt: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_budget: Option<usize>,
-}
-
-impl JobPrompt for PromptRow {
-    fn prompt_id(&self) -> &str {
-        &self.prompt_id
-    }
-    fn variant(&self) -> &str {
-        &self.variant
-    }
-    fn prompt(&self) -> &str {
-        &self.prompt
-    }
-    fn token_budget(&self) -> Option<usize> {
-        self.token_budget
-    }
-}
-
 /// How the script starts the ranks: `srun` inside a Slurm allocation, or `mpirun` on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,154 +31,6 @@ pub enum LaunchMode {
     Mpirun {
         as_root: bool,
     },
-}
-
-/// Everything one job asks of Slurm; each field is one `#SBATCH` option or script line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlurmConfig {
-    pub job_name: String,
-    pub nodes: usize,
-    pub ntasks_per_node: usize,
-    pub gpus_per_node: Option<usize>,
-    pub cpus_per_task: usize,
-    pub memory: Option<String>,
-    pub walltime: String,
-    pub partition: Option<String>,
-    pub account: Option<String>,
-    pub qos: Option<String>,
-    pub constraint: Option<String>,
-    pub exclusive: bool,
-    /// Exported before the ranks start (NCCL settings first, then the profile's `[env]`).
-    pub env: BTreeMap<String, String>,
-    pub container_image: Option<String>,
-    pub container_mounts: Vec<String>,
-    pub modules: Vec<String>,
-    /// `--output` and `--error`; `%j` is the job id.
-    pub output: String,
-    pub error: String,
-}
-
-impl SlurmConfig {
-    /// Refuses values that cannot be written safely: line breaks on `#SBATCH` lines, bad names.
-    pub fn check(&self) -> Result<(), JobFactoryError> {
-        let directive_fields: [(&str, Option<&str>); 9] = [
-            ("job_name", Some(&self.job_name)),
-            ("memory", self.memory.as_deref()),
-            ("walltime", Some(&self.walltime)),
-            ("partition", self.partition.as_deref()),
-            ("account", self.account.as_deref()),
-            ("qos", self.qos.as_deref()),
-            ("constraint", self.constraint.as_deref()),
-            ("output", Some(&self.output)),
-            ("error", Some(&self.error)),
-        ];
-        for (field, value) in directive_fields {
-            if let Some(v) = value {
-                if v.chars().any(char::is_control) {
-                    return Err(JobFactoryError::Value {
-                        job: self.job_name.clone(),
-                        field: field.into(),
-                        reason:
-                            "control characters (line breaks) cannot be written on an #SBATCH line"
-                                .into(),
-                    });
-                }
-            }
-        }
-        parse_walltime(&self.walltime).map_err(|reason| JobFactoryError::Value {
-            job: self.job_name.clone(),
-            field: "walltime".into(),
-            reason,
-        })?;
-        for name in self.env.keys() {
-            if !is_env_name(name) {
-                return Err(JobFactoryError::Value {
-                    job: self.job_name.clone(),
-                    field: format!("env.{name}"),
-                    reason: "not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A name used in file names and job names: letters, digits, `.`, `_`, `-`.
-pub fn check_name(kind: &str, name: &str) -> Result<(), JobFactoryError> {
-    if name.is_empty()
-        || name.len() > 64
-        || name.starts_with(['.', '-'])
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(JobFactoryError::Name {
-            kind: kind.into(),
-            name: name.into(),
-        });
-    }
-    Ok(())
-}
-
-/// The files of one attempt, as the launchers and the job manager use them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobScript {
-    pub job_name: String,
-    /// The rendered script.
-    pub script: PathBuf,
-    /// The attempt's folder (the job's working directory and everything it writes).
-    pub dir: PathBuf,
-    /// The engine's JSONL output.
-    pub out: PathBuf,
-    /// One line per rank: rank, node, visible GPUs.
-    pub placement: PathBuf,
-    /// `--output` and `--error` patterns (`%j`: the job id).
-    pub stdout: String,
-    pub stderr: String,
-    pub walltime_secs: u64,
-    pub world_size: usize,
-}
-
-impl JobScript {
-    /// The attempt's outputs are all there: the engine's rows and the placement.
-    pub fn outputs_present(&self) -> bool {
-        self.out.is_file() && self.placement.is_file()
-    }
-
-    /// The stdout and stderr files of the job with this id.
-    pub fn log_paths(&self, job_id: &str) -> [PathBuf; 2] {
-        [&self.stdout, &self.stderr]
-            .map(|pattern| PathBuf::from(expand_log_pattern(pattern, job_id, &self.job_name)))
-    }
-}
-
-/// Expands `%j`, `%x` and `%%` in a Slurm output pattern.
-fn expand_log_pattern(pattern: &str, job_id: &str, job_name: &str) -> String {
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('j') => out.push_str(job_id),
-            Some('x') => out.push_str(job_name),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
 }
 
 /// What to render: one attempt of one strategy on one variant.
@@ -571,50 +386,15 @@ impl SlurmJobFactory {
     }
 }
 
-/// A template environment whose every `{{ value }}` is shell-quoted: strings and numbers as one
-/// word, lists as one word per item. Undefined values are errors, not empty strings.
-fn shell_environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
-    env.set_auto_escape_callback(|_| AutoEscape::Custom("shell"));
-    env.set_formatter(|out, _state, value| {
-        let quote = |s: &str| {
-            // Words of only these characters mean the same quoted or not (Python's shlex.quote
-            // leaves the same set bare); they stay bare so the scripts read like hand-written.
-            let bare = !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
-            if bare {
-                return Ok(s.to_string());
-            }
-            shlex::try_quote(s).map(|q| q.into_owned()).map_err(|e| {
-                minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("cannot shell-quote {s:?}: {e}"),
-                )
-            })
-        };
-        let text = if value.is_safe() {
-            value.to_string()
-        } else if value.kind() == ValueKind::Seq {
-            let items = value
-                .try_iter()?
-                .map(|item| quote(&item.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            items.join(" ")
-        } else if value.is_none() || value.is_undefined() {
-            return Err(minijinja::Error::new(
-                minijinja::ErrorKind::UndefinedError,
-                "a missing value cannot be written into a job script",
-            ));
-        } else {
-            quote(&value.to_string())?
-        };
-        out.write_str(&text).map_err(minijinja::Error::from)
-    });
-    env
-}
+mod job_script;
+mod prompts;
+mod shell;
+mod slurm_config;
+
+pub use job_script::JobScript;
+pub use prompts::{JobPrompt, PromptRow};
+use shell::shell_environment;
+pub use slurm_config::{check_name, SlurmConfig};
 
 #[cfg(test)]
 mod tests;

@@ -9,20 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
-use serde::Serialize;
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::job_factory::{JobFactoryError, JobPrompt, JobRequest, SlurmJobFactory};
-use super::launcher::{JobStatus, LaunchError, Launcher};
+use super::launcher::{LaunchError, Launcher};
 use super::profile::ClusterProfile;
 use super::run_state::{
     now_unix, Attempt, JobProgress, JobRecord, Phase, RunLock, RunState, RunStateError,
 };
 use super::state::JobState;
 use crate::parallelism::model::ModelFacts;
+use crate::parallelism::rules::validate_layout;
 use crate::parallelism::strategy::{
-    validate_layout, AttemptKind, EngineArgs, JobOutcome, NextStep, ParallelismStrategy,
-    StrategyError,
+    AttemptKind, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, StrategyError,
 };
 
 /// How the manager watches and what it does on Ctrl-C.
@@ -77,25 +76,6 @@ pub enum ManagerError {
     },
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
-}
-
-/// How a run ended, job by job.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    pub run_id: String,
-    pub jobs: Vec<JobSummary>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct JobSummary {
-    pub strategy: String,
-    pub variant: String,
-    pub status: JobProgress,
-    pub attempts: usize,
-    pub job_ids: Vec<String>,
-    pub last_state: Option<JobState>,
-    pub exit_code: Option<i32>,
-    pub why: Option<String>,
 }
 
 /// Submits and watches the jobs of one run folder.
@@ -318,7 +298,7 @@ impl<L: Launcher> SlurmJobManager<L> {
         match last.phase {
             Phase::Submitted => Ok(false),
             Phase::Submitting => {
-                self.submit(index)?;
+                self.submit(index, true)?;
                 Ok(true)
             }
             Phase::Ended => {
@@ -449,248 +429,12 @@ impl<L: Launcher> SlurmJobManager<L> {
         });
         // Saved before submitting: if the driver dies during sbatch, the restart looks the job up.
         self.save()?;
-        self.submit(index)
-    }
-
-    /// Submits the job's last attempt (recorded as submitting), unless the launcher already has
-    /// it: a submission cut short by a crash, or one whose answer was lost.
-    fn submit(&mut self, index: usize) -> Result<(), ManagerError> {
-        let job = &self.state.jobs[index];
-        let key = job.key();
-        let Some(attempt) = job.attempts.last() else {
-            return Ok(());
-        };
-        let script = attempt.script.clone();
-        let since = attempt.started_unix;
-        let launcher = &mut self.launcher;
-        let found = launcher.find(&script, since);
-        let result = match found {
-            Ok(Some(id)) => {
-                tracing::info!(job = %key, id = %id, "found the job already submitted");
-                Ok(id)
-            }
-            _ => {
-                let launcher = std::cell::RefCell::new(launcher);
-                let try_submit = || {
-                    let mut l = launcher.borrow_mut();
-                    match l.submit(&script) {
-                        Ok(id) => Ok(id),
-                        // The submission may have gone through before the error: look first.
-                        Err(e) => match l.find(&script, since) {
-                            Ok(Some(id)) => Ok(id),
-                            _ => Err(e),
-                        },
-                    }
-                };
-                try_submit
-                    .retry(
-                        ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_secs(1))
-                            .with_max_delay(Duration::from_secs(10))
-                            .with_max_times(4),
-                    )
-                    .sleep(std::thread::sleep)
-                    .when(is_transient)
-                    .notify(|e, wait| tracing::warn!(job = %key, error = %e, ?wait, "submission failed; trying again"))
-                    .call()
-            }
-        };
-        let job = &mut self.state.jobs[index];
-        let Some(attempt) = job.attempts.last_mut() else {
-            return Ok(());
-        };
-        match result {
-            Ok(id) => {
-                tracing::info!(job = %key, attempt = attempt.number, id = %id, "submitted");
-                attempt.job_id = Some(id);
-                attempt.phase = Phase::Submitted;
-                attempt.state = Some(JobState::Pending);
-            }
-            Err(e) => {
-                tracing::warn!(job = %key, error = %e, "submission failed");
-                attempt.phase = Phase::Ended;
-                attempt.ended_unix = Some(now_unix());
-                attempt.reason = Some(format!("submission failed: {e}"));
-                job.status = JobProgress::Failed;
-                job.why = Some(format!(
-                    "attempt {}: submission failed: {e}",
-                    attempt.number
-                ));
-            }
-        }
-        self.save()
-    }
-
-    /// Polls every submitted attempt and records what changed; true when anything did.
-    fn poll(&mut self) -> Result<bool, LaunchError> {
-        let watched: Vec<(usize, String)> = self
-            .state
-            .jobs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, j)| {
-                let a = j.attempts.last()?;
-                (a.phase == Phase::Submitted).then(|| Some((i, a.job_id.clone()?)))?
-            })
-            .collect();
-        if watched.is_empty() {
-            return Ok(false);
-        }
-        let pairs: Vec<(&str, &super::job_factory::JobScript)> = watched
-            .iter()
-            .filter_map(|(i, id)| Some((id.as_str(), &self.state.jobs[*i].attempts.last()?.script)))
-            .collect();
-        let statuses = self.launcher.poll(&pairs)?;
-        let mut changed = false;
-        for (index, id) in watched {
-            if let Some(status) = statuses.get(&id) {
-                changed |= self.record(index, &id, status);
-            }
-        }
-        if changed {
-            if let Err(e) = self.save() {
-                tracing::warn!(error = %e, "cannot save the run state");
-            }
-        }
-        Ok(changed)
-    }
-
-    /// Records a polled status on the job's last attempt; true when it changed.
-    fn record(&mut self, index: usize, id: &str, status: &JobStatus) -> bool {
-        let tail_lines = self.options.log_tail_lines;
-        let job = &mut self.state.jobs[index];
-        let key = job.key();
-        let Some(attempt) = job.attempts.last_mut() else {
-            return false;
-        };
-        let unchanged = attempt.state == Some(status.state)
-            && attempt.nodes == status.nodes
-            && attempt.reason == status.reason;
-        if unchanged {
-            return false;
-        }
-        attempt.state = Some(status.state);
-        attempt.nodes = status.nodes.clone();
-        attempt.reason = status.reason.clone();
-        if !status.state.is_terminal() {
-            tracing::info!(job = %key, id, state = %status.state, "job state");
-            return true;
-        }
-        attempt.phase = Phase::Ended;
-        attempt.ended_unix = Some(now_unix());
-        attempt.exit_code = status.exit_code;
-        attempt.signal = status.signal;
-        attempt.outputs_present = attempt.script.outputs_present();
-        if status.state != JobState::Completed || !attempt.outputs_present {
-            attempt.log_tail = Some(log_tail(&attempt.script.log_paths(id), tail_lines));
-            tracing::warn!(
-                job = %key, id, state = %status.state, exit_code = ?status.exit_code,
-                outputs = attempt.outputs_present, "job ended without its outputs"
-            );
-        } else {
-            tracing::info!(job = %key, id, "job completed");
-        }
-        true
-    }
-
-    /// Cancels the run's jobs (or leaves them), records it, and says which.
-    fn stop_on_interrupt(&mut self) -> ManagerError {
-        let mut in_flight = Vec::new();
-        for (index, job) in self.state.jobs.iter().enumerate() {
-            if let Some(a) = job.attempts.last() {
-                match (a.phase, &a.job_id) {
-                    (Phase::Submitted, Some(id)) => in_flight.push((index, id.clone())),
-                    (Phase::Submitting, _) => {
-                        if let Ok(Some(id)) = self.launcher.find(&a.script, a.started_unix) {
-                            in_flight.push((index, id));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let ids: Vec<String> = in_flight.iter().map(|(_, id)| id.clone()).collect();
-        if !self.options.cancel_on_interrupt {
-            tracing::warn!(jobs = ?ids, "interrupted: leaving the run's jobs running");
-            let _ = self.save();
-            return ManagerError::Interrupted {
-                cancelled: Vec::new(),
-                left: ids,
-            };
-        }
-        tracing::warn!(jobs = ?ids, "interrupted: cancelling the run's jobs");
-        let pairs: Vec<(&str, &super::job_factory::JobScript)> = in_flight
-            .iter()
-            .filter_map(|(i, id)| Some((id.as_str(), &self.state.jobs[*i].attempts.last()?.script)))
-            .collect();
-        if let Err(e) = self.launcher.cancel(&pairs) {
-            tracing::warn!(error = %e, "cancelling failed");
-        }
-        for (index, id) in &in_flight {
-            let job = &mut self.state.jobs[*index];
-            if let Some(a) = job.attempts.last_mut() {
-                a.job_id = Some(id.clone());
-                a.phase = Phase::Ended;
-                a.state = Some(JobState::Cancelled);
-                a.reason = Some("cancelled by the driver (interrupted)".into());
-                a.ended_unix = Some(now_unix());
-            }
-            job.status = JobProgress::Failed;
-            job.why = Some("interrupted: cancelled by the driver".into());
-        }
-        if let Err(e) = self.save() {
-            tracing::warn!(error = %e, "cannot save the run state");
-        }
-        ManagerError::Interrupted {
-            cancelled: ids,
-            left: Vec::new(),
-        }
+        self.submit(index, false)
     }
 
     /// Where every job stands.
     pub fn summary(&self) -> RunSummary {
         summarize(&self.state)
-    }
-}
-
-/// Where every job of a saved run stands.
-pub fn summarize(state: &RunState) -> RunSummary {
-    RunSummary {
-        run_id: state.run_id.clone(),
-        jobs: state
-            .jobs
-            .iter()
-            .map(|j| {
-                let last = j.attempts.last();
-                JobSummary {
-                    strategy: j.strategy.clone(),
-                    variant: j.variant.clone(),
-                    status: j.status,
-                    attempts: j.attempts.len(),
-                    job_ids: j.attempts.iter().filter_map(|a| a.job_id.clone()).collect(),
-                    last_state: last.and_then(|a| a.state),
-                    exit_code: last.and_then(|a| a.exit_code),
-                    why: j.why.clone(),
-                }
-            })
-            .collect(),
-    }
-}
-
-/// Slurm's answers that mean "try again" rather than "this job is wrong".
-fn is_transient(error: &LaunchError) -> bool {
-    const TRANSIENT: [&str; 6] = [
-        "Socket timed out",
-        "Unable to contact",
-        "temporarily unavailable",
-        "Zero Bytes",
-        "Connection refused",
-        "try again",
-    ];
-    match error {
-        LaunchError::Failed { stderr, .. } => TRANSIENT.iter().any(|t| stderr.contains(t)),
-        LaunchError::Io { .. } => true,
-        _ => false,
     }
 }
 
@@ -706,63 +450,13 @@ fn new_run_id() -> String {
     )
 }
 
-/// The last `lines` lines of each log file, labelled.
-fn log_tail(paths: &[PathBuf], lines: usize) -> String {
-    let mut out = String::new();
-    for path in paths {
-        let text = read_end(path, 64 * 1024);
-        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-        out.push_str(&format!("==> {} <==\n", path.display()));
-        for line in tail.iter().rev() {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
+mod signals;
+mod submit;
+mod summary;
+mod watch;
 
-/// Up to `max` bytes from the end of a file (empty if it cannot be read).
-fn read_end(path: &Path, max: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut bytes = Vec::new();
-    let _ = file.read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// SIGINT/SIGTERM set the interrupt flag while it lives; a second one ends the process at once.
-struct SignalGuard {
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl SignalGuard {
-    fn install(flag: &Arc<AtomicBool>) -> Result<Self, ManagerError> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut ids = Vec::new();
-        for signal in [SIGINT, SIGTERM] {
-            ids.push(
-                signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())
-                    .map_err(ManagerError::Signals)?,
-            );
-            ids.push(
-                signal_hook::flag::register(signal, flag.clone()).map_err(ManagerError::Signals)?,
-            );
-        }
-        Ok(Self { ids })
-    }
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
+use signals::SignalGuard;
+pub use summary::{summarize, JobSummary, RunSummary};
 
 #[cfg(test)]
 mod tests;

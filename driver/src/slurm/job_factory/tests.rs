@@ -402,11 +402,3 @@ fn shards_hold_only_their_variant_and_names_are_checked() {
     }];
     assert!(SlurmJobFactory::variants(&bad).is_err());
 }
-
-#[test]
-fn log_patterns_expand_the_job_id_and_name() {
-    assert_eq!(
-        expand_log_pattern("/r/job-%j.%x.out%%", "42", "n"),
-        "/r/job-42.n.out%"
-    );
-}

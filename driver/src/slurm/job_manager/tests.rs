@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::*;
 use crate::parallelism::strategy_by_name;
 use crate::slurm::job_factory::{JobScript, LaunchMode, PromptRow};
+use crate::slurm::launcher::JobStatus;
 
 /// The states a fake job goes through, one per poll (the last one sticks), with exit codes.
 type Script = Vec<(JobState, Option<i32>)>;
