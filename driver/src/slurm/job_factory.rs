@@ -14,6 +14,16 @@ use super::profile::{parse_walltime, ClusterProfile};
 use crate::fsutil::write_atomic;
 use crate::parallelism::strategy::EngineArgs;
 
+mod job_script;
+mod prompts;
+mod shell;
+mod slurm_config;
+
+pub use job_script::JobScript;
+pub use prompts::{JobPrompt, PromptRow};
+use shell::shell_environment;
+pub use slurm_config::{check_name, SlurmConfig};
+
 /// The template, built into the driver so it works outside the repository.
 const ENGINE_JOB_TEMPLATE: &str = include_str!("../../../slurm/templates/engine-job.sbatch.j2");
 /// Its name in `slurm/templates/`.
@@ -385,16 +395,6 @@ impl SlurmJobFactory {
         Ok(rendered)
     }
 }
-
-mod job_script;
-mod prompts;
-mod shell;
-mod slurm_config;
-
-pub use job_script::JobScript;
-pub use prompts::{JobPrompt, PromptRow};
-use shell::shell_environment;
-pub use slurm_config::{check_name, SlurmConfig};
 
 #[cfg(test)]
 mod tests;

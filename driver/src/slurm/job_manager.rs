@@ -24,6 +24,14 @@ use crate::parallelism::strategy::{
     AttemptKind, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, StrategyError,
 };
 
+mod signals;
+mod submit;
+mod summary;
+mod watch;
+
+use signals::SignalGuard;
+pub use summary::{summarize, JobSummary, RunSummary};
+
 /// How the manager watches and what it does on Ctrl-C.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
@@ -449,14 +457,6 @@ fn new_run_id() -> String {
         (now.subsec_micros() ^ std::process::id()) & 0xffff
     )
 }
-
-mod signals;
-mod submit;
-mod summary;
-mod watch;
-
-use signals::SignalGuard;
-pub use summary::{summarize, JobSummary, RunSummary};
 
 #[cfg(test)]
 mod tests;

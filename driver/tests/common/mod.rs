@@ -55,27 +55,46 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// The tiny synthetic Llama (8 heads, 4 KV heads, 4 layers) with the Llama 3 tokenizer, written
-/// once per test process by `engine synth`.
+/// by `engine synth` (deterministic) once and reused by later test processes until the engine
+/// is rebuilt.
 pub fn tiny_model() -> PathBuf {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL
         .get_or_init(|| {
+            let root = target_debug_dir().join("shardlab-driver-tests");
+            let dir = root.join("tiny-synth");
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            // Reused only if written by this engine build or a later one.
+            if modified(&dir.join("config.json")) >= modified(&engine_bin()) {
+                return dir;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
             let tokenizer = repo().join("models/llama3-tokenizer");
             assert!(
                 tokenizer.join("tokenizer.json").is_file(),
                 "{} is missing: run `make model` first",
                 tokenizer.display()
             );
-            let out = scratch(&format!("tiny-synth-{}", std::process::id()));
+            // Written beside, then renamed: a test process killed halfway leaves no half model.
+            let tmp = scratch(&format!("tiny-synth.tmp-{}", std::process::id()));
             let status = Command::new(engine_bin())
                 .args(["synth", "--preset", "tiny", "--tokenizer"])
                 .arg(&tokenizer)
                 .arg("--out")
-                .arg(&out)
+                .arg(&tmp)
                 .status()
                 .expect("run engine synth");
             assert!(status.success(), "engine synth failed");
-            out
+            if std::fs::rename(&tmp, &dir).is_err() {
+                // Another test process got there first.
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            assert!(
+                dir.join("config.json").is_file(),
+                "no model at {}",
+                dir.display()
+            );
+            dir
         })
         .clone()
 }
