@@ -145,7 +145,7 @@ fn local_faults_failed_retried_then_recorded_and_walltime_as_timeout() {
         "failing-engine",
         r#"echo "boom: injected local failure" >&2; exit 3"#,
     );
-    let sleeping = fake_engine(&dir, "sleeping-engine", "sleep 300");
+    let sleeping = fake_engine(&dir, "sleeping-engine", "exec sleep 300");
     let prompts = write_prompts(&dir, 1, &["2k"]);
 
     let profile = write_profile(&dir, |p| p.engine.binary = failing);

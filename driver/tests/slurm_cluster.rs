@@ -252,7 +252,7 @@ fn failing_job_is_retried_then_recorded_with_exit_code_and_log_tail() {
 fn job_past_its_walltime_is_seen_as_timeout() {
     let env = slurm_env();
     let dir = scratch("slurm-timeout");
-    let engine = fake_engine(&dir, "sleeping-engine", "sleep 300");
+    let engine = fake_engine(&dir, "sleeping-engine", "exec sleep 300");
     let profile = fault_profile(&dir, &engine);
     let prompts = write_prompts(&dir, 1, &["2k"]);
     let run = dir.join("run");
@@ -287,7 +287,7 @@ fn job_past_its_walltime_is_seen_as_timeout() {
 fn job_cancelled_from_outside_is_seen_as_cancelled() {
     let env = slurm_env();
     let dir = scratch("slurm-cancelled");
-    let engine = fake_engine(&dir, "sleeping-engine", "sleep 300");
+    let engine = fake_engine(&dir, "sleeping-engine", "exec sleep 300");
     let profile = fault_profile(&dir, &engine);
     let prompts = write_prompts(&dir, 1, &["2k"]);
     let run = dir.join("run");
@@ -314,7 +314,7 @@ fn job_cancelled_from_outside_is_seen_as_cancelled() {
 fn ctrl_c_cancels_the_runs_own_jobs() {
     let env = slurm_env();
     let dir = scratch("slurm-ctrl-c");
-    let engine = fake_engine(&dir, "sleeping-engine", "sleep 300");
+    let engine = fake_engine(&dir, "sleeping-engine", "exec sleep 300");
     let profile = fault_profile(&dir, &engine);
     let prompts = write_prompts(&dir, 1, &["4k"]);
     let run = dir.join("run");
