@@ -2,3 +2,16 @@
 //! result collection, correctness scoring and reports.
 //!
 //! Not for: running the model; that is the engine's job, launched by the driver.
+
+pub mod fsutil;
+pub mod parallelism;
+pub mod slurm;
+
+/// This machine's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
