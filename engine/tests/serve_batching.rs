@@ -125,5 +125,4 @@ fn sixteen_concurrent_streams_match_each_request_alone() {
         "shardlab_requests_total{route=\"/v1/completions\",status=\"200\"}",
     );
     assert_eq!(requests, 32.0);
-    eprintln!("16 requests: {alone_time:?} one by one, {together_time:?} together");
 }
