@@ -33,7 +33,8 @@ model: build
 demo: model
 	$(ENGINE_BIN) generate --model $(SMOLLM2) --chat --max-new-tokens 64 "What is 2+2?"
 
-test: model
+# The driver's Slurm tests need the local Slurm (slurm/local/, as root): brought up here.
+test: model slurm-up
 	cargo test --workspace --no-fail-fast
 
 test-quick:
