@@ -1,15 +1,9 @@
 //! Tensor parallelism within each node, pipeline parallelism across nodes: tp = GPUs per node,
 //! pp = nodes (8 x 2). All-reduces stay inside a node; only activations cross the network.
 
-use polars::prelude::DataFrame;
-
-use super::layout::Layout;
+use super::layout::{Layout, LayoutStrategy};
 use super::model::ModelFacts;
-use super::next_config::default_next_config;
-use super::strategy::{
-    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
-    StrategyError,
-};
+use super::strategy::StrategyError;
 use crate::slurm::profile::ClusterProfile;
 
 /// tp per node x pp across nodes.
@@ -50,28 +44,10 @@ impl HybridTensorPipeline {
     }
 }
 
-impl ParallelismStrategy for HybridTensorPipeline {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn slurm_constraints(&self) -> SlurmConstraints {
-        self.layout.constraints.clone()
-    }
-    fn engine_args(&self) -> EngineArgs {
-        self.layout.args.clone()
-    }
-    fn postprocess(&self, df: DataFrame) -> Result<DataFrame, StrategyError> {
-        add_layout_columns(
-            Self::NAME,
-            &self.layout.args,
-            "all-reduce within nodes, send/recv across",
-            df,
-        )
-    }
-    fn expected_jobs(&self, variants: usize) -> usize {
-        self.layout.expected_jobs(variants)
-    }
-    fn next_config(&self, outcome: &JobOutcome) -> NextStep {
-        default_next_config(outcome, &self.layout.sweep_micro_batches)
+impl LayoutStrategy for HybridTensorPipeline {
+    const NAME: &'static str = HybridTensorPipeline::NAME;
+    const COMMUNICATION: &'static str = "all-reduce within nodes, send/recv across";
+    fn layout(&self) -> &Layout {
+        &self.layout
     }
 }

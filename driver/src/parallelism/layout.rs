@@ -1,9 +1,15 @@
 //! What the four strategies share: turning a tp x pp x nodes choice, the profile's overrides and
 //! the model into checked engine arguments and Slurm constraints.
 
+use polars::prelude::DataFrame;
+
 use super::model::ModelFacts;
+use super::next_config::default_next_config;
 use super::rules::{even_layer_split, validate_layout};
-use super::strategy::{EngineArgs, SlurmConstraints, StrategyError};
+use super::strategy::{
+    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
+    StrategyError,
+};
 use crate::slurm::profile::ClusterProfile;
 
 /// A strategy's checked layout.
@@ -91,5 +97,35 @@ pub(crate) fn fixed(
             ),
         }),
         _ => Ok(required),
+    }
+}
+
+/// A strategy that is a checked [`Layout`] under a name: the four strategies differ only in how
+/// they choose tp, pp and nodes, so they share one [`ParallelismStrategy`] implementation.
+pub(crate) trait LayoutStrategy: std::fmt::Debug {
+    const NAME: &'static str;
+    /// Where its communication goes, for the report's layout column.
+    const COMMUNICATION: &'static str;
+    fn layout(&self) -> &Layout;
+}
+
+impl<S: LayoutStrategy> ParallelismStrategy for S {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn slurm_constraints(&self) -> SlurmConstraints {
+        self.layout().constraints.clone()
+    }
+    fn engine_args(&self) -> EngineArgs {
+        self.layout().args.clone()
+    }
+    fn postprocess(&self, df: DataFrame) -> Result<DataFrame, StrategyError> {
+        add_layout_columns(S::NAME, &self.layout().args, S::COMMUNICATION, df)
+    }
+    fn expected_jobs(&self, variants: usize) -> usize {
+        self.layout().expected_jobs(variants)
+    }
+    fn next_config(&self, outcome: &JobOutcome) -> NextStep {
+        default_next_config(outcome, &self.layout().sweep_micro_batches)
     }
 }

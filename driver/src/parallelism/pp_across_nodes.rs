@@ -1,15 +1,9 @@
 //! Pipeline parallelism over several nodes: one stage per GPU (pp = 16 on 2 x 8, or as
 //! configured), tp = 1. Only activations cross stages, by send/recv, in micro-batches.
 
-use polars::prelude::DataFrame;
-
-use super::layout::{fixed, Layout};
+use super::layout::{fixed, Layout, LayoutStrategy};
 use super::model::ModelFacts;
-use super::next_config::default_next_config;
-use super::strategy::{
-    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
-    StrategyError,
-};
+use super::strategy::StrategyError;
 use crate::slurm::profile::ClusterProfile;
 
 /// pp stages over all (or the configured) nodes, one rank per GPU.
@@ -48,28 +42,10 @@ impl PipelineParallelAcrossNodes {
     }
 }
 
-impl ParallelismStrategy for PipelineParallelAcrossNodes {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn slurm_constraints(&self) -> SlurmConstraints {
-        self.layout.constraints.clone()
-    }
-    fn engine_args(&self) -> EngineArgs {
-        self.layout.args.clone()
-    }
-    fn postprocess(&self, df: DataFrame) -> Result<DataFrame, StrategyError> {
-        add_layout_columns(
-            Self::NAME,
-            &self.layout.args,
-            "send/recv between stages",
-            df,
-        )
-    }
-    fn expected_jobs(&self, variants: usize) -> usize {
-        self.layout.expected_jobs(variants)
-    }
-    fn next_config(&self, outcome: &JobOutcome) -> NextStep {
-        default_next_config(outcome, &self.layout.sweep_micro_batches)
+impl LayoutStrategy for PipelineParallelAcrossNodes {
+    const NAME: &'static str = PipelineParallelAcrossNodes::NAME;
+    const COMMUNICATION: &'static str = "send/recv between stages";
+    fn layout(&self) -> &Layout {
+        &self.layout
     }
 }

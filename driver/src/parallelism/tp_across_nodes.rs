@@ -1,15 +1,9 @@
 //! Tensor parallelism over every GPU of several nodes: tp = nodes x GPUs per node (16 on 2 x 8),
 //! one stage. Two all-reduces per layer cross the network.
 
-use polars::prelude::DataFrame;
-
-use super::layout::{fixed, Layout};
+use super::layout::{fixed, Layout, LayoutStrategy};
 use super::model::ModelFacts;
-use super::next_config::default_next_config;
-use super::strategy::{
-    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
-    StrategyError,
-};
+use super::strategy::StrategyError;
 use crate::slurm::profile::ClusterProfile;
 
 /// tp over all GPUs of all (or the configured) nodes.
@@ -48,23 +42,10 @@ impl TensorParallelAcrossNodes {
     }
 }
 
-impl ParallelismStrategy for TensorParallelAcrossNodes {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn slurm_constraints(&self) -> SlurmConstraints {
-        self.layout.constraints.clone()
-    }
-    fn engine_args(&self) -> EngineArgs {
-        self.layout.args.clone()
-    }
-    fn postprocess(&self, df: DataFrame) -> Result<DataFrame, StrategyError> {
-        add_layout_columns(Self::NAME, &self.layout.args, "all-reduce across nodes", df)
-    }
-    fn expected_jobs(&self, variants: usize) -> usize {
-        self.layout.expected_jobs(variants)
-    }
-    fn next_config(&self, outcome: &JobOutcome) -> NextStep {
-        default_next_config(outcome, &self.layout.sweep_micro_batches)
+impl LayoutStrategy for TensorParallelAcrossNodes {
+    const NAME: &'static str = TensorParallelAcrossNodes::NAME;
+    const COMMUNICATION: &'static str = "all-reduce across nodes";
+    fn layout(&self) -> &Layout {
+        &self.layout
     }
 }

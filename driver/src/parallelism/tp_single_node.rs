@@ -1,15 +1,9 @@
 //! Tensor parallelism within one node: tp = GPUs per node (8), one stage; the all-reduces stay
 //! on the node's own interconnect (NVLink).
 
-use polars::prelude::DataFrame;
-
-use super::layout::{fixed, Layout};
+use super::layout::{fixed, Layout, LayoutStrategy};
 use super::model::ModelFacts;
-use super::next_config::default_next_config;
-use super::strategy::{
-    add_layout_columns, EngineArgs, JobOutcome, NextStep, ParallelismStrategy, SlurmConstraints,
-    StrategyError,
-};
+use super::strategy::StrategyError;
 use crate::slurm::profile::ClusterProfile;
 
 /// tp over the GPUs of one node.
@@ -42,28 +36,10 @@ impl TensorParallelSingleNode {
     }
 }
 
-impl ParallelismStrategy for TensorParallelSingleNode {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn slurm_constraints(&self) -> SlurmConstraints {
-        self.layout.constraints.clone()
-    }
-    fn engine_args(&self) -> EngineArgs {
-        self.layout.args.clone()
-    }
-    fn postprocess(&self, df: DataFrame) -> Result<DataFrame, StrategyError> {
-        add_layout_columns(
-            Self::NAME,
-            &self.layout.args,
-            "all-reduce within a node",
-            df,
-        )
-    }
-    fn expected_jobs(&self, variants: usize) -> usize {
-        self.layout.expected_jobs(variants)
-    }
-    fn next_config(&self, outcome: &JobOutcome) -> NextStep {
-        default_next_config(outcome, &self.layout.sweep_micro_batches)
+impl LayoutStrategy for TensorParallelSingleNode {
+    const NAME: &'static str = TensorParallelSingleNode::NAME;
+    const COMMUNICATION: &'static str = "all-reduce within a node";
+    fn layout(&self) -> &Layout {
+        &self.layout
     }
 }
