@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::mpi::run_mpirun;
 
-#[test]
-fn every_rank_writes_a_chrome_trace_with_its_compute_and_communication_spans() {
+/// A work folder with the tiny synthetic model and a JSONL of two prompts of different lengths.
+fn tiny_model_and_two_prompts() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let work = tempfile::tempdir().unwrap();
     let model = work.path().join("tiny");
     common::tiny_model_with_tokenizer(&model, None);
@@ -21,6 +21,12 @@ fn every_rank_writes_a_chrome_trace_with_its_compute_and_communication_spans() {
          {\"prompt_id\": \"p2\", \"variant\": \"2k\", \"prompt\": \"A longer prompt for the second sequence\"}\n",
     )
     .unwrap();
+    (work, model, prompts)
+}
+
+#[test]
+fn every_rank_writes_a_chrome_trace_with_its_compute_and_communication_spans() {
+    let (work, model, prompts) = tiny_model_and_two_prompts();
     let traces = work.path().join("traces");
     let out = work.path().join("out.jsonl");
     let args = [
@@ -104,16 +110,7 @@ fn all_reduce_bytes_per_value(trace: &std::path::Path) -> Vec<f64> {
 /// top logits are far apart; logprobs within bf16's resolution).
 #[test]
 fn bf16_all_reduce_in_the_model_dtype_halves_the_bytes_and_keeps_the_answers() {
-    let work = tempfile::tempdir().unwrap();
-    let model = work.path().join("tiny");
-    common::tiny_model_with_tokenizer(&model, None);
-    let prompts = work.path().join("prompts.jsonl");
-    std::fs::write(
-        &prompts,
-        "{\"prompt_id\": \"p1\", \"variant\": \"2k\", \"prompt\": \"Tensor and pipeline\"}\n\
-         {\"prompt_id\": \"p2\", \"variant\": \"2k\", \"prompt\": \"A longer prompt for the second sequence\"}\n",
-    )
-    .unwrap();
+    let (work, model, prompts) = tiny_model_and_two_prompts();
     let mut rows = Vec::new();
     for reduce in ["f32", "model"] {
         let traces = work.path().join(format!("traces-{reduce}"));
