@@ -166,12 +166,34 @@ pub struct ConfigError {
 impl DriverConfig {
     /// Reads and checks a config file. TOML errors name the line and column.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(Some(path), &[])
+    }
+
+    /// Reads `path` (the defaults without one), then applies `sets`, each `KEY=VALUE` with a
+    /// dotted key and a TOML value: `baseline.max_tokens=64`, `baseline.url="https://..."` (a
+    /// value that is not TOML is taken as a string).
+    pub fn load_with(path: Option<&Path>, sets: &[String]) -> Result<Self, ConfigError> {
         let error = |message: String| ConfigError {
-            path: path.to_path_buf(),
+            path: path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let config: DriverConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let text = match path {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?
+            }
+            None => String::new(),
+        };
+        // The file alone first, so that its errors name their line.
+        let mut config: DriverConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        if !sets.is_empty() {
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+            for set in sets {
+                apply_set(&mut table, set).map_err(|m| error(format!("--set {set}: {m}")))?;
+            }
+            config = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e| error(format!("after --set: {e}")))?;
+        }
         config.validate().map_err(error)?;
         Ok(config)
     }
@@ -226,6 +248,28 @@ impl DriverConfig {
         }
         Ok(())
     }
+}
+
+/// Sets one dotted key of a TOML table.
+fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), String> {
+    let (key, value) = set.split_once('=').ok_or("expected KEY=VALUE")?;
+    let value = value.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, sections) = parts.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for section in sections {
+        current = current
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or(format!("`{section}` is not a section"))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
 }
 
 impl BaselineConfig {
@@ -289,6 +333,26 @@ mod tests {
         assert!(err.contains("c.toml"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn set_overrides_any_key_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[baseline]\nmax_tokens = 5\n").unwrap();
+        let sets = [
+            "baseline.max_tokens=64".to_string(),
+            "baseline.url=https://api.example.com/v1".to_string(),
+            "baseline.embedded.max_batch = 2".to_string(),
+            "results.dir=\"out\"".to_string(),
+        ];
+        let config = DriverConfig::load_with(Some(&path), &sets).unwrap();
+        assert_eq!(config.baseline.max_tokens, 64);
+        assert_eq!(config.baseline.url, "https://api.example.com/v1");
+        assert_eq!(config.baseline.embedded.max_batch, 2);
+        assert_eq!(config.results.dir, Path::new("out"));
+        let bad = DriverConfig::load_with(None, &["baseline.max_tokens=lots".to_string()]);
+        assert!(bad.unwrap_err().to_string().contains("max_tokens"));
     }
 
     #[test]

@@ -118,6 +118,10 @@ struct BaselineArgs {
     /// [results.dir]
     #[arg(long)]
     results_dir: Option<PathBuf>,
+    /// Any config key, as `section.key=value` (a TOML value), e.g. `--set baseline.top_logprobs=5`;
+    /// repeatable, applied after the file and before the flags above.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// Discard results/baseline_prompts.parquet and send every row again.
     #[arg(long)]
     restart: bool,
@@ -135,10 +139,7 @@ fn parse_mode(s: &str) -> Result<ApiMode, String> {
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DriverConfig> {
-    match path {
-        Some(path) => Ok(DriverConfig::load(path)?),
-        None => Ok(DriverConfig::default()),
-    }
+    Ok(DriverConfig::load_with(path.map(PathBuf::as_path), &[])?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -215,7 +216,7 @@ fn prompts_build(args: &PromptsArgs, seed: u64) -> anyhow::Result<()> {
 }
 
 fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
-    let mut config = load_config(args.config.as_ref())?;
+    let mut config = DriverConfig::load_with(args.config.as_deref(), &args.sets)?;
     let b = &mut config.baseline;
     if let Some(v) = args.url {
         b.url = v;
