@@ -337,3 +337,72 @@ pub fn read_parquet_frame(path: &Path) -> Result<DataFrame, TableError> {
         .finish()
         .map_err(|e| TableError::file(path, format!("not a readable Parquet table: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, variant: &str) -> TableRow {
+        TableRow {
+            prompt_id: id.into(),
+            variant: variant.into(),
+            prompt: format!("prompt {id} {variant}"),
+            token_budget: 2048,
+            source_file: "data/prompts_2k.txt".into(),
+            local_completion: None,
+            local_latency_ms: None,
+            status: RowStatus::Pending,
+            prompt_tokens: 2001,
+            local_ttft_ms: None,
+            local_completion_tokens: None,
+            local_error: None,
+        }
+    }
+
+    #[test]
+    fn parquet_round_trip_keeps_rows_nulls_and_order() {
+        let mut table = PromptTable {
+            rows: vec![row("p01", "2k"), row("p02", "2k"), row("p01", "4k")],
+        };
+        table.rows[0].status = RowStatus::Ok;
+        table.rows[0].local_completion = Some("Paris".into());
+        table.rows[0].local_latency_ms = Some(12.5);
+        table.rows[0].local_ttft_ms = Some(3.25);
+        table.rows[0].local_completion_tokens = Some(2);
+        table.rows[1].status = RowStatus::Failed;
+        table.rows[1].local_error = Some("HTTP 500".into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        table.write_parquet(&path).unwrap();
+        assert_eq!(PromptTable::read_parquet(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn a_table_of_other_prompts_is_told_apart() {
+        let table = PromptTable {
+            rows: vec![row("p01", "2k"), row("p02", "2k")],
+        };
+        assert!(table.check_same_prompts(&table.clone()).is_ok());
+        let mut changed = table.clone();
+        changed.rows[1].prompt.push('!');
+        let message = table.check_same_prompts(&changed).unwrap_err();
+        assert!(message.contains("p02/2k"), "{message}");
+        let mut reordered = table.clone();
+        reordered.rows.swap(0, 1);
+        assert!(table.check_same_prompts(&reordered).is_err());
+    }
+
+    #[test]
+    fn a_file_with_other_columns_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.parquet");
+        let mut df = DataFrame::new(1, vec![Column::new("x".into(), vec![1i64])]).unwrap();
+        let mut file = std::fs::File::create(&path).unwrap();
+        ParquetWriter::new(&mut file).finish(&mut df).unwrap();
+        let err = PromptTable::read_parquet(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("other.parquet") && err.contains("columns"),
+            "{err}"
+        );
+    }
+}
