@@ -44,6 +44,8 @@ pub struct Seen {
     pub attempt: usize,
     pub fault: Fault,
     pub authorized: bool,
+    /// The request body as JSON.
+    pub body: serde_json::Value,
 }
 
 pub struct FaultServer {
@@ -150,8 +152,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, body))
 }
 
-fn prompt_of(body: &[u8]) -> String {
-    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+fn prompt_of(json: &serde_json::Value) -> String {
     json["messages"][0]["content"]
         .as_str()
         .or(json["prompt"].as_str())
@@ -166,14 +167,49 @@ fn response(status: &str, extra_headers: &str, content_type: &str, body: &str) -
     )
 }
 
-fn sse_answer(row: &str) -> String {
-    let chunks = [
-        r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#.to_string(),
-        r#"{"choices":[{"index":0,"delta":{"content":"answer to "},"finish_reason":null}]}"#.to_string(),
-        format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{row}"}},"finish_reason":"stop"}}]}}"#),
-        r#"{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":3,"total_tokens":103}}"#.to_string(),
-    ];
+/// The answer `answer to {row}` in the shape the request asked for: chat or completions, whole or
+/// streamed, with logprobs when asked.
+fn answer(row: &str, request: &serde_json::Value) -> String {
+    let chat = request.get("messages").is_some();
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let logprobs = request.get("logprobs").is_some();
+    let usage =
+        serde_json::json!({"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103});
+    let lp = |token: &str| {
+        if !logprobs {
+            return serde_json::Value::Null;
+        }
+        if chat {
+            serde_json::json!({"content": [{"token": token, "logprob": -0.5, "bytes": [],
+                "top_logprobs": [{"token": token, "logprob": -0.5}, {"token": "x", "logprob": -2.0}]}]})
+        } else {
+            serde_json::json!({"tokens": [token], "token_logprobs": [-0.5],
+                "top_logprobs": [{token: -0.5, "x": -2.0}], "text_offset": [0]})
+        }
+    };
+    let choice = |text: &str, finish: Option<&str>| {
+        let mut c = serde_json::json!({"index": 0, "finish_reason": finish, "logprobs": lp(text)});
+        match (chat, stream) {
+            (true, true) => c["delta"] = serde_json::json!({"content": text}),
+            (true, false) => {
+                c["message"] = serde_json::json!({"role": "assistant", "content": text})
+            }
+            (false, _) => c["text"] = serde_json::json!(text),
+        }
+        c
+    };
+    if !stream {
+        let full = format!("answer to {row}");
+        let body = serde_json::json!({"choices": [choice(&full, Some("stop"))], "usage": usage})
+            .to_string();
+        return response("200 OK", "", "application/json", &body);
+    }
     let mut body = String::new();
+    let chunks = [
+        serde_json::json!({"choices": [choice("answer to ", None)]}),
+        serde_json::json!({"choices": [choice(row, Some("stop"))]}),
+        serde_json::json!({"choices": [], "usage": usage}),
+    ];
     for c in chunks {
         body.push_str(&format!("data: {c}\n\n"));
     }
@@ -188,9 +224,10 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let now = Instant::now();
     let in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let row = state
         .keys
-        .get(&prompt_of(&body))
+        .get(&prompt_of(&request))
         .cloned()
         .unwrap_or_else(|| "?".to_string());
     let authorized = match &state.api_key {
@@ -216,6 +253,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         attempt,
         fault,
         authorized,
+        body: request.clone(),
     });
     // The request counts as finished before its last bytes go out, so that a client that has
     // read a whole response never sees the server count it as still in flight.
@@ -226,7 +264,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                 tokio::time::sleep(wait).await;
             }
             done();
-            let _ = stream.write_all(sse_answer(&row).as_bytes()).await;
+            let _ = stream.write_all(answer(&row, &request).as_bytes()).await;
         }
         Fault::TooMany { retry_after_s } => {
             done();
