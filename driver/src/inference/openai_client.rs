@@ -15,7 +15,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY
 use serde_json::json;
 
 use super::api_types::{Body, Normalized, TokenLogprob, Usage};
+pub use super::client_error::ClientError;
 use super::limits::{Limiter, RateLimits};
+use super::retry_after::parse_retry_after;
 use super::sse::{SseDecoder, SseLine};
 
 /// Which endpoint a request goes to.
@@ -78,57 +80,6 @@ pub struct Completion {
     pub ttft: Option<Duration>,
     /// Attempts made, 1 when the first one succeeded.
     pub attempts: usize,
-}
-
-/// Why a request (or the client) failed. Messages never contain the API key.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    #[error("{url}: HTTP {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-        retry_after: Option<Duration>,
-    },
-    #[error("{url}: no complete response within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    #[error("{url}: connection failed: {message}")]
-    Connection { url: String, message: String },
-    #[error("{url}: invalid response: {message}")]
-    InvalidResponse { url: String, message: String },
-    #[error(
-        "the API key's environment variable `{var}` (baseline.api_key_env) is not set or empty"
-    )]
-    MissingApiKey { var: String },
-    #[error("{0}")]
-    Limits(String),
-    #[error("client setup: {0}")]
-    Setup(String),
-}
-
-impl ClientError {
-    /// Whether another attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ClientError::Status { status, .. } => {
-                matches!(status, 408 | 409 | 425 | 429) || *status >= 500
-            }
-            ClientError::Timeout { .. }
-            | ClientError::Connection { .. }
-            | ClientError::InvalidResponse { .. } => true,
-            ClientError::MissingApiKey { .. } | ClientError::Limits(_) | ClientError::Setup(_) => {
-                false
-            }
-        }
-    }
-
-    /// How long the server asked the client to wait.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ClientError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
 }
 
 /// A `Retry-After` longer than this is taken as this: the run should go on, if slowly.
@@ -432,49 +383,6 @@ impl OpenAICompletionClient {
     }
 }
 
-/// `Retry-After` as seconds (`120`) or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let when = httpdate_to_unix(value)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(Duration::from_secs(when.saturating_sub(now)))
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
-fn httpdate_to_unix(value: &str) -> Option<u64> {
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
-}
-
 /// The first 300 characters of a body, on one line.
 fn snippet(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -499,36 +407,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(
-            httpdate_to_unix("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-    }
-
-    #[test]
-    fn only_passing_failures_are_retried() {
-        let status = |status| ClientError::Status {
-            url: "u".into(),
-            status,
-            body: String::new(),
-            retry_after: None,
-        };
-        assert!(status(429).is_retryable());
-        assert!(status(503).is_retryable());
-        assert!(!status(400).is_retryable());
-        assert!(!status(401).is_retryable());
-        assert!(!ClientError::MissingApiKey { var: "K".into() }.is_retryable());
-    }
 
     #[test]
     fn snippets_are_short_and_on_one_line() {
