@@ -186,7 +186,10 @@ fn faults_end_ok_after_retries_or_failed_with_their_error_within_the_limits() {
         !stdout.contains(API_KEY) && !stderr.contains(API_KEY),
         "the logs hold the API key"
     );
-    assert!(stderr.contains("retrying"), "retries are logged: {stderr}");
+    assert!(
+        stderr.contains("row{key=p08/2k}") && stderr.contains("retrying"),
+        "retries are logged with their row: {stderr}"
+    );
 }
 
 #[test]

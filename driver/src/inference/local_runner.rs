@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::Instrument;
 
 use super::openai_client::{ClientError, Completion, OpenAICompletionClient};
 use crate::data::table::{PromptTable, RowStatus, TableError, TableRow};
@@ -115,7 +116,9 @@ impl<'a> LocalInferenceRunner<'a> {
                     None => row.prompt.clone(),
                 };
                 let tokens = u32::try_from(row.prompt_tokens).unwrap_or(u32::MAX);
-                async move { (i, self.client.complete(&prompt, tokens).await) }
+                // The client's retry warnings then name the row.
+                let span = tracing::info_span!("row", key = %row.key());
+                async move { (i, self.client.complete(&prompt, tokens).await) }.instrument(span)
             })
             .collect();
         while let Some((i, result)) = in_flight.next().await {
