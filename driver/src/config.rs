@@ -16,7 +16,7 @@ use crate::inference::openai_client::{ApiMode, GenerationParams, RetryPolicy};
 pub const EMBEDDED: &str = "embedded";
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriverConfig {
     #[serde(default)]
@@ -31,7 +31,7 @@ pub struct DriverConfig {
     pub cluster: Option<toml::Table>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PromptsConfig {
     /// Holds `prompts_2k.txt`, `prompts_4k.txt` and `answers.json`.
@@ -49,7 +49,7 @@ impl Default for PromptsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResultsConfig {
     /// Where `baseline_prompts.parquet` and later run outputs go.
@@ -70,7 +70,7 @@ impl ResultsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaselineConfig {
     /// `embedded`, or the API base URL (`https://api.openai.com/v1`).
@@ -131,7 +131,7 @@ impl Default for BaselineConfig {
 }
 
 /// How the embedded `engine serve` is started.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// The engine binary; empty: `$ENGINE_BIN`, else `engine` next to the driver binary.
