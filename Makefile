@@ -9,7 +9,7 @@ DRIVER_BIN := $(CARGO_TARGET_DIR)/debug/driver
 SMOLLM2 := models/smollm2-135m-instruct
 
 .PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts \
-	prompts prompts-check baseline
+	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
@@ -23,6 +23,8 @@ help:
 	@echo "make bench       single-rank speed against candle-transformers (one thread)"
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
 	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
+	@echo "make bench-serve     engine serve under load: 32 requests at concurrency 1, 4, 16 (SmolLM2)"
+	@echo "make slurm-up     a real local Slurm: 2 fake nodes x 2 fake GPUs, slurmdbd (slurm-down, slurm-status, slurm-selftest)"
 
 setup:
 	@bash scripts/setup.sh
@@ -70,3 +72,20 @@ bench-parallel: model
 
 bench-layouts:
 	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench shard_layouts
+
+bench-serve: model
+	cargo build --release -p shardlab-engine --bin engine
+	cargo bench -p shardlab-benches --bench serve_load
+
+# A real local Slurm (2 fake nodes x 2 fake GPUs, slurmdbd, MPI through srun --mpi=pmix): slurm/local/.
+slurm-up:
+	bash slurm/local/cluster.sh up
+
+slurm-down:
+	bash slurm/local/cluster.sh down
+
+slurm-status:
+	bash slurm/local/cluster.sh status
+
+slurm-selftest: build
+	ENGINE_BIN=$(ENGINE_BIN) bash slurm/local/selftest.sh

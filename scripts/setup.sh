@@ -8,6 +8,8 @@ command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust (ru
 command -v cc >/dev/null || need+=(build-essential)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The OpenAI SDK test installs the SDK into a virtualenv of its own.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null || need+=(npm)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v sha256sum >/dev/null || need+=(coreutils)

@@ -1,10 +1,10 @@
-//! Atomic file writes: a temp file in the same folder, fsync, then rename, so a reader (or a run
-//! killed half-way) sees either the old file or the whole new one, never a truncated one.
+//! Atomic file writes: a temp file in the same folder, fsync, then rename, so a reader (or a
+//! driver restarted after `kill -9`) sees the old file or the whole new one, never a torn one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically, creating its folder.
+/// Writes `bytes` to `path` atomically, creating the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }
@@ -20,11 +20,8 @@ pub fn write_atomic_with(
         fill(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // The rename itself is durable only once the folder is synced.
-        if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        // The rename itself must reach the disk before we act on it (submit a job, say).
+        std::fs::File::open(parent_dir(path))?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -55,7 +52,7 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// A temp file name next to `path` (same folder, so the final rename is atomic), creating the folder.
+/// A temp name next to `path` (same folder, so the rename is atomic); creates the folder.
 fn temp_path_beside(path: &Path) -> std::io::Result<PathBuf> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
@@ -71,17 +68,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn atomic_write_replaces_the_whole_file_and_leaves_no_temp() {
+    fn replaces_the_whole_file_and_leaves_no_temp_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("f.txt");
-        write_atomic(&path, b"first version, longer").unwrap();
+        let path = dir.path().join("sub/state.json");
+        write_atomic(&path, b"first, longer").unwrap();
         write_atomic(&path, b"second").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 
     #[test]

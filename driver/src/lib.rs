@@ -8,3 +8,14 @@ pub mod config;
 pub mod data;
 pub mod fsutil;
 pub mod inference;
+pub mod parallelism;
+pub mod slurm;
+
+/// This machine's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -2,15 +2,21 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use driver::config::DriverConfig;
-use driver::data::generator::{self, DEFAULT_SEED};
-use driver::data::prompts::PromptFileSet;
-use driver::data::tokens::TokenCounter;
-use driver::inference::baseline::run_baseline;
-use driver::inference::openai_client::ApiMode;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use commands::baseline::BaselineArgs;
+use commands::prompts::PromptsCommand;
+use driver::parallelism::{enabled_strategies, strategy_by_name, ParallelismStrategy};
+use driver::slurm::job_factory::PromptRow;
+use driver::slurm::job_manager::{ManagerError, ManagerOptions, RunSummary, SlurmJobManager};
+use driver::slurm::launcher::{Launcher, LocalLauncher, SlurmLauncher};
+use driver::slurm::profile::ClusterProfile;
+use driver::slurm::run_state::JobProgress;
+
+mod commands;
 
 /// Compare parallelism strategies for Llama inference on a Slurm cluster (or a laptop).
 #[derive(Parser, Debug)]
@@ -39,111 +45,58 @@ enum Command {
     Report,
     /// Run the whole experiment: prompts, baseline, strategies, scoring, report.
     Run,
+    /// Internal: run the strategies' jobs over a JSONL of prompts until they end, reattaching to
+    /// the run folder's jobs if it has any; prints the summary as JSON. Exit status 0 when every
+    /// job succeeded, 2 when some failed, 130 when interrupted.
+    #[command(hide = true)]
+    Jobs(Box<JobsArgs>),
 }
 
-#[derive(Subcommand, Debug)]
-enum PromptsCommand {
-    /// Check both prompt files: 20 prompts each, the same unique IDs, none empty, each within its
-    /// token budget (2048 or 4096 Llama 3 tokens, +-10%).
-    Check(PromptsArgs),
-    /// Rebuild the prompt files and answers.json from the seeded generator.
-    Build {
-        #[command(flatten)]
-        args: PromptsArgs,
-        /// The generator's seed (the committed files use the default).
-        #[arg(long, default_value_t = DEFAULT_SEED)]
-        seed: u64,
-    },
+#[derive(clap::Args, Debug)]
+struct JobsArgs {
+    /// Cluster profile (TOML, see slurm/profiles/).
+    #[arg(long)]
+    profile: PathBuf,
+    /// The run folder: state.json, prompt shards, scripts, outputs, logs.
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// JSONL prompts: `prompt_id`, `variant`, `prompt` (and `token_budget`).
+    #[arg(long)]
+    prompts: PathBuf,
+    #[arg(long, value_enum, default_value = "slurm")]
+    launcher: LauncherKind,
+    /// Strategies to run (default: those the profile enables).
+    #[arg(long = "strategy")]
+    strategies: Vec<String>,
+    /// The engine binary (overrides the profile's `engine.binary`).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// The model folder (overrides `model.path`; its facts are then read from its config.json).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Slurm `--time` for every job (overrides `slurm.walltime`).
+    #[arg(long)]
+    walltime: Option<String>,
+    /// On Ctrl-C, leave the run's jobs running instead of cancelling them.
+    #[arg(long)]
+    leave_jobs_on_interrupt: bool,
+    /// Shortest and longest poll interval, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    poll_min_ms: u64,
+    #[arg(long, default_value_t = 30000)]
+    poll_max_ms: u64,
+    /// Templates folder to use instead of the built-in templates (slurm/templates/).
+    #[arg(long)]
+    templates: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-struct PromptsArgs {
-    /// Config file (TOML); its [prompts] section gives the defaults below.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The folder of prompts_2k.txt, prompts_4k.txt and answers.json [config: prompts.dir].
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// The Llama 3 tokenizer.json the budgets are measured with [config: prompts.tokenizer].
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LauncherKind {
+    Slurm,
+    Local,
 }
 
-#[derive(Args, Debug)]
-struct BaselineArgs {
-    /// Config file (TOML), e.g. configs/demo.toml; without it, the embedded default.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// `embedded`, or the endpoint's API base URL [baseline.url].
-    #[arg(long)]
-    url: Option<String>,
-    /// Embedded: the model folder; remote: the model name [baseline.model].
-    #[arg(long)]
-    model: Option<String>,
-    /// The environment variable that holds the API key [baseline.api_key_env].
-    #[arg(long)]
-    api_key_env: Option<String>,
-    /// chat or completions [baseline.mode].
-    #[arg(long, value_parser = parse_mode)]
-    mode: Option<ApiMode>,
-    /// [baseline.max_tokens]
-    #[arg(long)]
-    max_tokens: Option<u32>,
-    /// [baseline.concurrency]
-    #[arg(long)]
-    concurrency: Option<usize>,
-    /// 0 for no limit [baseline.requests_per_minute].
-    #[arg(long)]
-    requests_per_minute: Option<u32>,
-    /// 0 for no limit [baseline.tokens_per_minute].
-    #[arg(long)]
-    tokens_per_minute: Option<u32>,
-    /// [baseline.request_timeout_s]
-    #[arg(long)]
-    request_timeout_s: Option<f64>,
-    /// [baseline.max_retries]
-    #[arg(long)]
-    max_retries: Option<usize>,
-    /// Smoke runs only: send at most this many characters of each prompt [baseline.max_prompt_chars].
-    #[arg(long)]
-    max_prompt_chars: Option<usize>,
-    /// [baseline.embedded.engine_bin]
-    #[arg(long)]
-    engine_bin: Option<String>,
-    /// [prompts.dir]
-    #[arg(long)]
-    prompts_dir: Option<PathBuf>,
-    /// [prompts.tokenizer]
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// [results.dir]
-    #[arg(long)]
-    results_dir: Option<PathBuf>,
-    /// Any config key, as `section.key=value` (a TOML value), e.g. `--set baseline.top_logprobs=5`;
-    /// repeatable, applied after the file and before the flags above.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-    /// Discard results/baseline_prompts.parquet and send every row again.
-    #[arg(long)]
-    restart: bool,
-    /// No progress bar.
-    #[arg(long)]
-    no_progress: bool,
-}
-
-fn parse_mode(s: &str) -> Result<ApiMode, String> {
-    match s {
-        "chat" => Ok(ApiMode::Chat),
-        "completions" => Ok(ApiMode::Completions),
-        _ => Err(format!("`{s}`: expected chat or completions")),
-    }
-}
-
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DriverConfig> {
-    Ok(DriverConfig::load_with(path.map(PathBuf::as_path), &[])?)
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -153,10 +106,27 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ManagerError>()
+                .is_some_and(|m| matches!(m, ManagerError::Interrupted { .. }))
+            {
+                130
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Prompts(PromptsCommand::Check(args)) => prompts_check(&args),
-        Command::Prompts(PromptsCommand::Build { args, seed }) => prompts_build(&args, seed),
-        Command::Baseline(args) => baseline(*args),
+        Command::Prompts(command) => commands::prompts::run(&command).map(|()| 0),
+        Command::Baseline(args) => commands::baseline::run(*args).map(|()| 0),
+        Command::Jobs(args) => jobs(*args),
         other => anyhow::bail!(
             "`driver {}` is not implemented yet",
             format!("{other:?}").to_lowercase()
@@ -164,134 +134,90 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn prompts_paths(args: &PromptsArgs) -> anyhow::Result<(PathBuf, TokenCounter)> {
-    let config = load_config(args.config.as_ref())?;
-    let dir = args.dir.clone().unwrap_or(config.prompts.dir);
-    let tokenizer = args.tokenizer.clone().unwrap_or(config.prompts.tokenizer);
-    Ok((dir, TokenCounter::from_file(&tokenizer)?))
+fn jobs(args: JobsArgs) -> anyhow::Result<i32> {
+    let mut profile = ClusterProfile::load(&args.profile)?;
+    if let Some(engine) = args.engine {
+        profile.engine.binary = engine;
+    }
+    if let Some(model) = args.model {
+        profile.model.path = model;
+        profile.model.heads = None;
+        profile.model.kv_heads = None;
+        profile.model.layers = None;
+        profile.model.intermediate_size = None;
+    }
+    if let Some(walltime) = args.walltime {
+        profile.slurm.walltime = walltime;
+    }
+    profile.check()?;
+    let model = profile.model.facts()?;
+    // Every strategy is built and checked before anything is submitted.
+    let strategies: Vec<Box<dyn ParallelismStrategy>> = if args.strategies.is_empty() {
+        enabled_strategies(&profile, &model)?
+    } else {
+        args.strategies
+            .iter()
+            .map(|name| strategy_by_name(name, &profile, &model))
+            .collect::<Result<_, _>>()?
+    };
+    let prompts = read_prompts(&args.prompts)?;
+    let options = ManagerOptions {
+        poll_min: Duration::from_millis(args.poll_min_ms),
+        poll_max: Duration::from_millis(args.poll_max_ms.max(args.poll_min_ms)),
+        cancel_on_interrupt: !args.leave_jobs_on_interrupt,
+        template_dir: args.templates,
+        ..Default::default()
+    };
+    let summary = match args.launcher {
+        LauncherKind::Slurm => watch(
+            profile,
+            &args.run_dir,
+            SlurmLauncher::new(),
+            strategies,
+            options,
+            &prompts,
+        )?,
+        LauncherKind::Local => watch(
+            profile,
+            &args.run_dir,
+            LocalLauncher::new(),
+            strategies,
+            options,
+            &prompts,
+        )?,
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let all_ok = summary
+        .jobs
+        .iter()
+        .all(|j| j.status == JobProgress::Succeeded);
+    Ok(if all_ok { 0 } else { 2 })
 }
 
-fn prompts_check(args: &PromptsArgs) -> anyhow::Result<()> {
-    let (dir, counter) = prompts_paths(args)?;
-    let set = PromptFileSet::load(&dir, &counter)?;
-    println!("prompt   2k tokens   4k tokens");
-    if let (Some(k2), Some(k4)) = (
-        set.file(driver::data::prompts::Variant::K2),
-        set.file(driver::data::prompts::Variant::K4),
-    ) {
-        for (prompt, tokens) in k2.prompts.iter().zip(&k2.token_counts) {
-            let k4_tokens = k4
-                .prompts
-                .iter()
-                .position(|p| p.id == prompt.id)
-                .map(|i| k4.token_counts[i]);
-            println!(
-                "{:<8} {:>9}   {:>9}",
-                prompt.id,
-                tokens,
-                k4_tokens.unwrap_or_default()
-            );
-        }
-    }
-    println!(
-        "ok: {} and {} pass (20 prompts each, same IDs, budgets 2048 and 4096 +-10%)",
-        dir.join("prompts_2k.txt").display(),
-        dir.join("prompts_4k.txt").display()
-    );
-    Ok(())
+fn watch<L: Launcher>(
+    profile: ClusterProfile,
+    run_dir: &std::path::Path,
+    launcher: L,
+    strategies: Vec<Box<dyn ParallelismStrategy>>,
+    options: ManagerOptions,
+    prompts: &[PromptRow],
+) -> anyhow::Result<RunSummary> {
+    let mut manager = SlurmJobManager::open(profile, run_dir, launcher, strategies, options)?;
+    let added = manager.add_jobs(prompts)?;
+    tracing::info!(added, total = manager.state().jobs.len(), run = %manager.state().run_id, "jobs");
+    Ok(manager.run(|job, attempt| {
+        tracing::info!(job = %job.key(), attempt = attempt.number, out = %attempt.script.out.display(), "outputs ready");
+    })?)
 }
 
-fn prompts_build(args: &PromptsArgs, seed: u64) -> anyhow::Result<()> {
-    let (dir, counter) = prompts_paths(args)?;
-    let set = generator::build(seed, &counter)?;
-    set.write(&dir)?;
-    for (id, k2, k4) in &set.token_counts {
-        println!("{id:<8} {k2:>9}   {k4:>9}");
-    }
-    println!(
-        "wrote {}, {} and {} (seed {seed})",
-        dir.join("prompts_2k.txt").display(),
-        dir.join("prompts_4k.txt").display(),
-        dir.join("answers.json").display()
-    );
-    Ok(())
-}
-
-fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
-    let mut config = DriverConfig::load_with(args.config.as_deref(), &args.sets)?;
-    let b = &mut config.baseline;
-    if let Some(v) = args.url {
-        b.url = v;
-    }
-    if let Some(v) = args.model {
-        b.model = v;
-    }
-    if let Some(v) = args.api_key_env {
-        b.api_key_env = v;
-    }
-    if let Some(v) = args.mode {
-        b.mode = v;
-    }
-    if let Some(v) = args.max_tokens {
-        b.max_tokens = v;
-    }
-    if let Some(v) = args.concurrency {
-        b.concurrency = v;
-    }
-    if let Some(v) = args.requests_per_minute {
-        b.requests_per_minute = v;
-    }
-    if let Some(v) = args.tokens_per_minute {
-        b.tokens_per_minute = v;
-    }
-    if let Some(v) = args.request_timeout_s {
-        b.request_timeout_s = v;
-    }
-    if let Some(v) = args.max_retries {
-        b.max_retries = v;
-    }
-    if let Some(v) = args.max_prompt_chars {
-        b.max_prompt_chars = v;
-    }
-    if let Some(v) = args.engine_bin {
-        b.embedded.engine_bin = v;
-    }
-    if let Some(v) = args.prompts_dir {
-        config.prompts.dir = v;
-    }
-    if let Some(v) = args.tokenizer {
-        config.prompts.tokenizer = v;
-    }
-    if let Some(v) = args.results_dir {
-        config.results.dir = v;
-    }
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    // The future runs on this (main) thread, so the embedded server's parent-death signal is
-    // tied to a thread that lives as long as the driver.
-    let report = runtime.block_on(run_baseline(&config, args.restart, !args.no_progress))?;
-    let s = report.summary;
-    println!(
-        "baseline: {} rows sent ({} ok, {} failed), {} already ok; table: {}",
-        s.sent,
-        s.ok,
-        s.failed,
-        s.already_ok,
-        report.table_path.display()
-    );
-    if !report.failed.is_empty() {
-        for (row, error) in &report.failed {
-            eprintln!("  {row}: {error}");
-        }
-        anyhow::bail!(
-            "{} rows failed; run the same command again to retry them (ok rows are kept)",
-            report.failed.len()
-        );
-    }
-    Ok(())
+fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<PromptRow>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read prompts {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}: line {}", path.display(), i + 1))
+        })
+        .collect()
 }

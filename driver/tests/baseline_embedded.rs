@@ -36,8 +36,13 @@ fn the_embedded_engine_serve_fills_all_40_rows_ok() {
         ),
     );
     let start = Instant::now();
-    // The driver finds the engine next to itself, as it would after `cargo build --workspace`.
-    let output = common::driver()
+    // The driver finds the engine next to itself, as it would after `cargo build --workspace`,
+    // unless the tests were pointed at another one.
+    let mut driver = common::driver();
+    if let Some(bin) = std::env::var_os("SHARDLAB_ENGINE_BIN") {
+        driver.env("ENGINE_BIN", bin);
+    }
+    let output = driver
         .args(["baseline", "--no-progress", "--config"])
         .arg(&config)
         .output()

@@ -6,7 +6,7 @@ use driver::config::DriverConfig;
 
 #[test]
 fn demo_config_is_the_embedded_default_with_every_default_spelt_out() {
-    let demo = DriverConfig::load(&common::workspace_root().join("configs/demo.toml")).unwrap();
+    let demo = DriverConfig::load(&common::repo().join("configs/demo.toml")).unwrap();
     assert!(demo.baseline.is_embedded());
     assert_eq!(
         demo,
@@ -17,7 +17,7 @@ fn demo_config_is_the_embedded_default_with_every_default_spelt_out() {
 
 #[test]
 fn example_cluster_config_names_a_remote_endpoint_and_an_api_key_variable() {
-    let path = common::workspace_root().join("configs/example-cluster.toml");
+    let path = common::repo().join("configs/example-cluster.toml");
     let config = DriverConfig::load(&path).unwrap();
     assert!(!config.baseline.is_embedded());
     assert!(config.baseline.url.starts_with("https://"));

@@ -2,7 +2,8 @@
 //!
 //! The engine loads a Hugging Face Llama folder (config.json, safetensors, tokenizer.json, chat
 //! template), runs batched prefill and incremental decode with a KV cache, and samples tokens with
-//! per-token logprobs. It also converts GGUF files into HF folders and writes synthetic models at
+//! per-token logprobs, in batch jobs or behind an OpenAI-compatible HTTP server with continuous
+//! batching (`serve`). It also converts GGUF files into HF folders and writes synthetic models at
 //! real shapes. Not for: orchestration, Slurm or scoring; those live in the `driver` crate.
 
 pub mod chat_template;

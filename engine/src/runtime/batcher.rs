@@ -4,11 +4,10 @@
 //!
 //! Every rank of a `tp x pp` job holds one [`Batcher`] and applies the same [`StepPlan`] (rank 0
 //! decides it and broadcasts it), so all ranks agree on which sequences run, in which order, at
-//! every step. A step is one decode pass over the sequences already running, then one prefill pass
-//! per admitted sequence. Prefills run apart from the decodes, one sequence each, so a sequence's
-//! arithmetic never depends on its neighbours: the decode rows stay on the streaming kernel
-//! (whose rows are independent) and a prefill is the same GEMM as when the sequence runs alone.
-//! Greedy output is therefore the same alone or in a batch.
+//! every step. A step decodes one token for every running sequence, then prefills the admitted
+//! ones (which sample their first token). Prefills and decodes never share a pass, and passes are
+//! shaped so that each sequence's arithmetic is what it would be alone (see [`prefill_packs`] and
+//! [`PASS_SEQUENCES`]): greedy output is the same alone or in a batch.
 //!
 //! With pipeline stages, each pass goes stage by stage (hidden states to the next stage's rank of
 //! the same TP index) and the last stage's sampled tokens are broadcast to every rank.
@@ -26,6 +25,17 @@ use crate::dist::DistContext;
 use crate::error::{EngineError, Result};
 use crate::model::{Llama, SequenceBatch, StageOutput};
 
+/// Most sequences in one pass. The linear layers take a streaming kernel up to this many rows
+/// and a GEMM beyond (`kernels::ops::SMALL_BATCH_ROWS`); decode passes stay on the streaming
+/// kernel, whose rows do not depend on each other, so a sequence decodes the same in any batch.
+const PASS_SEQUENCES: usize = kernels::ops::SMALL_BATCH_ROWS;
+
+/// Most prompt tokens prefilled in one pass (a longer prompt goes alone): bounds the activations.
+const MAX_PREFILL_ROWS: usize = 4096;
+
+/// Completion tokens a new sequence's KV cache has room for before it first grows.
+const INITIAL_COMPLETION_CAPACITY: usize = 256;
+
 /// Names a sequence across ranks and steps (chosen by rank 0).
 pub type SequenceId = u64;
 
@@ -39,6 +49,9 @@ pub struct WireParams {
     pub seed: u64,
     pub max_new_tokens: usize,
     pub top_logprobs: usize,
+    /// Generate until the length limit even past end-of-generation tokens (for benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl From<&SamplingParams> for WireParams {
@@ -50,6 +63,7 @@ impl From<&SamplingParams> for WireParams {
             seed: p.seed,
             max_new_tokens: p.max_new_tokens,
             top_logprobs: p.top_logprobs,
+            ignore_eos: false,
         }
     }
 }
@@ -116,6 +130,7 @@ struct Sequence {
     generated: usize,
     /// Most tokens this sequence may generate (its request's, capped by the context).
     limit: usize,
+    ignore_eos: bool,
 }
 
 /// The running batch of one rank.
@@ -158,46 +173,64 @@ impl<'a> Batcher<'a> {
         if !release.is_empty() {
             self.running.retain(|s| !release.contains(&s.id));
         }
-        if !self.running.is_empty() {
-            let mut batch: Vec<&mut Sequence> = self.running.iter_mut().collect();
-            let sampled = forward(self.model, &mut batch, false, ctx)?;
-            let batch = std::mem::take(&mut self.running);
-            for (mut seq, token) in batch.into_iter().zip(sampled) {
-                let finish = self.accept(&mut seq, &token);
-                on_event(StepEvent::Token {
-                    id: seq.id,
-                    token,
-                    finish,
-                });
-                if finish.is_none() {
-                    self.running.push(seq);
-                }
-            }
+        let model = self.model;
+        let mut sampled = Vec::with_capacity(self.running.len());
+        for pass in self.running.chunks_mut(PASS_SEQUENCES) {
+            let mut refs: Vec<&mut Sequence> = pass.iter_mut().collect();
+            sampled.extend(forward(model, &mut refs, false, ctx)?);
         }
-        for admission in admit {
-            let mut seq = match self.admit(admission) {
-                Ok(seq) => seq,
-                Err(event) => {
-                    on_event(event);
-                    continue;
-                }
-            };
-            let sampled = forward(self.model, &mut [&mut seq], true, ctx)?;
-            let token = sampled.into_iter().next().ok_or_else(|| {
-                EngineError::Request("batcher: a prefill pass sampled no token".into())
-            })?;
-            seq.prompt = Vec::new();
-            let finish = self.accept(&mut seq, &token);
-            on_event(StepEvent::Token {
-                id: seq.id,
-                token,
-                finish,
-            });
-            if finish.is_none() {
+        let decoded = std::mem::take(&mut self.running);
+        for (mut seq, token) in decoded.into_iter().zip(sampled) {
+            if self.settle(&mut seq, token, on_event) {
                 self.running.push(seq);
             }
         }
+
+        let mut admitted = Vec::with_capacity(admit.len());
+        for admission in admit {
+            match self.admit(admission) {
+                Ok(seq) => admitted.push(seq),
+                Err(rejected) => on_event(rejected),
+            }
+        }
+        let lengths: Vec<usize> = admitted.iter().map(|s| s.prompt.len()).collect();
+        let mut unfinished = vec![false; admitted.len()];
+        for pack in prefill_packs(&lengths) {
+            let mut refs: Vec<&mut Sequence> = admitted
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| pack.contains(i))
+                .map(|(_, seq)| seq)
+                .collect();
+            let tokens = forward(model, &mut refs, true, ctx)?;
+            for (&i, (seq, token)) in pack.iter().zip(refs.into_iter().zip(tokens)) {
+                seq.prompt = Vec::new();
+                unfinished[i] = self.settle(seq, token, on_event);
+            }
+        }
+        self.running.extend(
+            admitted
+                .into_iter()
+                .zip(unfinished)
+                .filter_map(|(seq, running)| running.then_some(seq)),
+        );
         Ok(())
+    }
+
+    /// Records a pass's token for `seq` and reports it; returns whether `seq` still runs.
+    fn settle(
+        &self,
+        seq: &mut Sequence,
+        token: SampledToken,
+        on_event: &mut dyn FnMut(StepEvent),
+    ) -> bool {
+        let finish = self.accept(seq, &token);
+        on_event(StepEvent::Token {
+            id: seq.id,
+            token,
+            finish,
+        });
+        finish.is_none()
     }
 
     /// Sets up an admitted sequence, or says why it cannot run (the same on every rank).
@@ -232,9 +265,11 @@ impl<'a> Batcher<'a> {
         if limit == 0 {
             return Err(reject("max_new_tokens must be at least 1".into()));
         }
+        // Room for the prompt and the first tokens; the cache doubles if a sequence runs longer,
+        // so a request allowed the whole context does not reserve it up front.
         let cache = self
             .model
-            .new_cache(prompt + limit)
+            .new_cache(prompt + limit.min(INITIAL_COMPLETION_CAPACITY))
             .map_err(|e| reject(format!("cannot allocate the KV cache: {e}")))?;
         Ok(Sequence {
             id,
@@ -244,6 +279,7 @@ impl<'a> Batcher<'a> {
             next: [0],
             generated: 0,
             limit,
+            ignore_eos: params.ignore_eos,
         })
     }
 
@@ -251,7 +287,7 @@ impl<'a> Batcher<'a> {
     fn accept(&self, seq: &mut Sequence, token: &SampledToken) -> Option<FinishReason> {
         seq.generated += 1;
         seq.next = [token.token];
-        if self.end_of_generation.contains(&token.token) {
+        if !seq.ignore_eos && self.end_of_generation.contains(&token.token) {
             Some(FinishReason::Stop)
         } else if seq.generated >= seq.limit {
             Some(FinishReason::Length)
@@ -259,6 +295,40 @@ impl<'a> Batcher<'a> {
             None
         }
     }
+}
+
+/// Groups admitted prompts (their lengths, in admission order) into prefill passes, each a sorted
+/// list of indices, so that every prompt's linear layers take the path they take when it is
+/// prefilled alone: prompts of more than [`PASS_SEQUENCES`] tokens go through the GEMM whatever
+/// they are packed with (its rows do not depend on the other rows), so they are packed together;
+/// shorter ones take the streaming kernel, so they are packed only while the pass stays within
+/// its row limit. A pass has at most [`PASS_SEQUENCES`] sequences (the logits' rows).
+fn prefill_packs(lengths: &[usize]) -> Vec<Vec<usize>> {
+    let mut packs: Vec<Vec<usize>> = Vec::new();
+    for long in [true, false] {
+        let row_limit = if long {
+            MAX_PREFILL_ROWS
+        } else {
+            PASS_SEQUENCES
+        };
+        let mut pack = Vec::new();
+        let mut rows = 0;
+        for (i, &len) in lengths.iter().enumerate() {
+            if (len > PASS_SEQUENCES) != long {
+                continue;
+            }
+            if !pack.is_empty() && (pack.len() == PASS_SEQUENCES || rows + len > row_limit) {
+                packs.push(std::mem::take(&mut pack));
+                rows = 0;
+            }
+            pack.push(i);
+            rows += len;
+        }
+        if !pack.is_empty() {
+            packs.push(pack);
+        }
+    }
+    packs
 }
 
 /// One pass of `seqs` through the whole job: their prompts (`prefill`) or their last tokens,
@@ -346,6 +416,26 @@ fn forward(
 mod tests {
     use super::*;
     use crate::dist::{SoloCommunicator, Topology};
+
+    #[test]
+    fn prefill_packs_keep_each_prompt_on_its_own_kernel_path() {
+        // Long prompts (> 16 tokens) pack together; short ones only while the pass has <= 16 rows.
+        let lengths = [40, 3, 17, 10, 5, 100, 1, 1];
+        assert_eq!(
+            prefill_packs(&lengths),
+            vec![vec![0, 2, 5], vec![1, 3], vec![4, 6, 7]]
+        );
+        // At most 16 sequences a pass, and at most MAX_PREFILL_ROWS prompt rows.
+        let many = vec![20; 40];
+        let packs = prefill_packs(&many);
+        assert_eq!(
+            packs.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![16, 16, 8]
+        );
+        let big = [MAX_PREFILL_ROWS - 10, 30, MAX_PREFILL_ROWS + 5];
+        assert_eq!(prefill_packs(&big), vec![vec![0], vec![1], vec![2]]);
+        assert!(prefill_packs(&[]).is_empty());
+    }
 
     #[test]
     fn wire_params_round_trip_without_stop_strings() {

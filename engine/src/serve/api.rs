@@ -45,6 +45,8 @@ pub struct CommonParams {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<i64>,
+    /// Not in OpenAI's API; vLLM's extension: generate `max_tokens` whatever the model says.
+    pub ignore_eos: Option<bool>,
 }
 
 /// `POST /v1/chat/completions`.

@@ -14,13 +14,13 @@ pub enum ServeError {
     Engine(#[from] EngineError),
     #[error("--api-key-env {var}: the variable is not set or empty")]
     ApiKeyEnv { var: String },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         address: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the HTTP runtime: {0}")]
+    #[error("starting the HTTP runtime")]
     Runtime(#[source] std::io::Error),
     #[error("control plane: {0}")]
     ControlPlane(String),
@@ -31,7 +31,7 @@ pub enum ServeError {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, ...
+    /// OpenAI's `type`: `invalid_request_error`, `rate_limit_error`, `server_error`.
     pub kind: &'static str,
     /// The request field at fault.
     pub param: Option<&'static str>,
@@ -72,7 +72,7 @@ impl ApiError {
 
     /// 401: missing or wrong API key.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
             .with_code("invalid_api_key")
     }
 
@@ -145,12 +145,14 @@ impl IntoResponse for ApiError {
 }
 
 impl From<EngineError> for ApiError {
-    /// Tokenizer and template errors come from the request's text: the client's to fix.
+    /// Tokenizer and template errors come from the request's text (or ask for a chat template the
+    /// model lacks): the client's to fix.
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Tokenizer(_) | EngineError::Template(_) | EngineError::Request(_) => {
-                Self::invalid(e.to_string())
-            }
+            EngineError::Tokenizer(_)
+            | EngineError::Template(_)
+            | EngineError::Request(_)
+            | EngineError::Config { .. } => Self::invalid(e.to_string()),
             other => Self::internal(other.to_string()),
         }
     }

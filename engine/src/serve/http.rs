@@ -38,6 +38,7 @@ pub struct ServerConfig {
     pub vocab_size: usize,
     pub end_of_generation: Vec<u32>,
     pub render: RenderOptions,
+    pub metrics: Metrics,
 }
 
 /// Shared by every handler.
@@ -101,8 +102,6 @@ pub fn start(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
-    let metrics = Metrics::new()
-        .map_err(|e| ServeError::ControlPlane(format!("registering metrics: {e}")))?;
     let state = Arc::new(AppState {
         model_name: config.model_name,
         created: unix_now(),
@@ -114,7 +113,7 @@ pub fn start(
         render: config.render,
         submit,
         limits,
-        metrics,
+        metrics: config.metrics,
     });
     let app = router(state);
     let thread = std::thread::Builder::new()

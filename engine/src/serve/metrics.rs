@@ -23,6 +23,8 @@ pub struct Metrics {
     pub inter_token_latency: Histogram,
     /// From the request's arrival to its last token.
     pub request_latency: Histogram,
+    /// Sequences decoded together, per step.
+    pub batch_size: Histogram,
 }
 
 impl Metrics {
@@ -75,6 +77,13 @@ impl Metrics {
                 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
             ]),
         )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "shardlab_batch_size",
+                "Sequences decoded together in one step",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(prompt_tokens.clone()))?;
         registry.register(Box::new(generation_tokens.clone()))?;
@@ -83,6 +92,7 @@ impl Metrics {
         registry.register(Box::new(time_to_first_token.clone()))?;
         registry.register(Box::new(inter_token_latency.clone()))?;
         registry.register(Box::new(request_latency.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -93,6 +103,7 @@ impl Metrics {
             time_to_first_token,
             inter_token_latency,
             request_latency,
+            batch_size,
         })
     }
 

@@ -90,19 +90,19 @@ pub fn serve(
     comm_timeout: Duration,
 ) -> Result<(), ServeError> {
     let topo = ctx.topology;
+    // Rank 0 reads what only it needs before the weights: once the ranks have loaded their
+    // shards, followers wait for rank 0 only as long as it takes to start listening.
+    let front = if topo.rank == 0 {
+        Some((api_key(options)?, ModelTokenizer::from_dir(&options.model)?))
+    } else {
+        None
+    };
     let (model, end_of_generation) = load_shard(options, ctx)?;
     let mut batcher = Batcher::new(&model, end_of_generation.iter().copied());
-    if topo.rank != 0 {
+    let Some((api_key, tokenizer)) = front else {
         return scheduler::follow(&mut batcher, ctx);
-    }
-    let api_key = match &options.api_key_env {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.is_empty() => Some(key),
-            _ => return Err(ServeError::ApiKeyEnv { var: var.clone() }),
-        },
     };
-    let tokenizer = Arc::new(ModelTokenizer::from_dir(&options.model)?);
+    let tokenizer = Arc::new(tokenizer);
     let model_name = options.served_model_name.clone().unwrap_or_else(|| {
         options
             .model
@@ -111,6 +111,8 @@ pub fn serve(
             .unwrap_or_else(|| options.model.display().to_string())
     });
     let limits = scheduler::Limits::new(options.max_batch as usize, options.max_queue as usize);
+    let metrics = metrics::Metrics::new()
+        .map_err(|e| ServeError::ControlPlane(format!("registering metrics: {e}")))?;
     let (submit, submissions) = std::sync::mpsc::channel();
     let config = http::ServerConfig {
         host: options.host.clone(),
@@ -125,6 +127,7 @@ pub fn serve(
             add_generation_prompt: true,
             date_string: options.date.clone(),
         },
+        metrics: metrics.clone(),
     };
     let server = http::start(config, submit, Arc::clone(&limits))?;
     eprintln!(
@@ -135,9 +138,21 @@ pub fn serve(
     // watchdog's timeout keeps them from being taken for hung.
     let heartbeat = (topo.world_size > 1 && !comm_timeout.is_zero())
         .then(|| (comm_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
-    let result = scheduler::lead(&mut batcher, ctx, submissions, &limits, heartbeat);
+    scheduler::lead(&mut batcher, ctx, submissions, &limits, &metrics, heartbeat)?;
+    // The scheduler stops only once the HTTP side is gone.
     server.join();
-    result
+    Ok(())
+}
+
+/// The key clients must send, from the variable `--api-key-env` names.
+fn api_key(options: &ServeOptions) -> Result<Option<String>, ServeError> {
+    let Some(var) = &options.api_key_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(key) if !key.is_empty() => Ok(Some(key)),
+        _ => Err(ServeError::ApiKeyEnv { var: var.clone() }),
+    }
 }
 
 /// Loads this rank's part of the model: its stage's layers, its tensor-parallel slices.

@@ -41,7 +41,7 @@ pub fn prepare_chat(
     let logprobs = request.logprobs.unwrap_or(false);
     let top_logprobs = match request.top_logprobs {
         None => 0,
-        Some(_) if !logprobs => {
+        Some(k) if !logprobs && k != 0 => {
             return Err(ApiError::invalid_param(
                 "top_logprobs",
                 "top_logprobs needs logprobs set to true",
@@ -58,31 +58,8 @@ pub fn prepare_chat(
     let messages = request
         .messages
         .into_iter()
-        .map(|m| {
-            let content = match m.content {
-                None => String::new(),
-                Some(MessageContent::Text(text)) => text,
-                Some(MessageContent::Parts(parts)) => {
-                    let mut text = String::new();
-                    for part in parts {
-                        match (part.kind.as_str(), part.text) {
-                            ("text", Some(t)) => text.push_str(&t),
-                            (kind, _) => {
-                                return Err(ApiError::invalid_param(
-                                    "messages",
-                                    format!(
-                                    "content parts of type `{kind}` are not supported; only text"
-                                ),
-                                ))
-                            }
-                        }
-                    }
-                    text
-                }
-            };
-            Ok(ChatMessage::new(m.role, content))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| Ok(ChatMessage::new(m.role, message_text(m.content)?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let prompt_ids = state.tokenizer.encode_chat(&messages, &state.render)?;
     check_prompt_length(state, "messages", prompt_ids.len())?;
     let max_tokens = request.max_completion_tokens.or(request.common.max_tokens);
@@ -142,6 +119,24 @@ pub fn prepare_completion(
         logprobs,
         top_logprobs,
     )
+}
+
+/// A message's text: its `content` string, or its text parts joined (`null` is empty).
+fn message_text(content: Option<MessageContent>) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(MessageContent::Text(text)) => Ok(text),
+        Some(MessageContent::Parts(parts)) => parts
+            .into_iter()
+            .map(|part| match (part.kind.as_str(), part.text) {
+                ("text", Some(text)) => Ok(text),
+                (kind, _) => Err(ApiError::invalid_param(
+                    "messages",
+                    format!("content parts of type `{kind}` are not supported, only text"),
+                )),
+            })
+            .collect(),
+    }
 }
 
 fn check_model_and_n(state: &AppState, common: &CommonParams) -> Result<(), ApiError> {
@@ -275,6 +270,7 @@ fn finish(
             seed,
             max_new_tokens,
             top_logprobs,
+            ignore_eos: common.ignore_eos.unwrap_or(false),
         },
         stop: common.stop.map(|s| s.into_vec()).unwrap_or_default(),
         stream: common.stream.unwrap_or(false),
@@ -284,4 +280,32 @@ fn finish(
             .unwrap_or(false),
         logprobs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::api::ContentPart;
+
+    #[test]
+    fn message_text_joins_text_parts_and_refuses_others() {
+        let part = |kind: &str, text: Option<&str>| ContentPart {
+            kind: kind.into(),
+            text: text.map(Into::into),
+        };
+        assert_eq!(message_text(None).unwrap(), "");
+        assert_eq!(
+            message_text(Some(MessageContent::Text("hi".into()))).unwrap(),
+            "hi"
+        );
+        let parts = vec![part("text", Some("a")), part("text", Some("b"))];
+        assert_eq!(
+            message_text(Some(MessageContent::Parts(parts))).unwrap(),
+            "ab"
+        );
+        let image = vec![part("image_url", None)];
+        let err = message_text(Some(MessageContent::Parts(image))).unwrap_err();
+        assert_eq!(err.param, Some("messages"));
+        assert!(err.message.contains("image_url"), "{}", err.message);
+    }
 }

@@ -15,15 +15,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ServeError;
+use super::metrics::Metrics;
 use crate::dist::DistContext;
 use crate::runtime::batcher::{Admission, Batcher, SequenceId, StepEvent, StepPlan, WireParams};
 use crate::runtime::sampling::SampledToken;
 use crate::runtime::FinishReason;
 
-/// What rank 0 broadcasts at every step.
+/// What rank 0 broadcasts at every step (`P` is the plan, borrowed when sent).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum ControlMessage {
-    Step(StepPlan),
+enum ControlMessage<P> {
+    Step(P),
     /// Nothing to do: sent while idle so that followers are not taken for hung.
     Heartbeat,
     Shutdown,
@@ -105,6 +106,7 @@ pub fn lead(
     ctx: &DistContext,
     submissions: Receiver<Submission>,
     limits: &Limits,
+    metrics: &Metrics,
     heartbeat: Option<Duration>,
 ) -> Result<(), ServeError> {
     let mut waiting: VecDeque<(SequenceId, Submission)> = VecDeque::new();
@@ -115,6 +117,10 @@ pub fn lead(
         next_id += 1;
         waiting.push_back((next_id, submission));
     };
+    if heartbeat.is_some() {
+        // Followers that finished loading first have been waiting.
+        broadcast(ctx, ControlMessage::Heartbeat)?;
+    }
     loop {
         // 1. New requests; block while there is nothing to do.
         if open && running.is_empty() && waiting.is_empty() {
@@ -182,7 +188,12 @@ pub fn lead(
         }
 
         // 4. The step, on every rank.
-        broadcast(ctx, ControlMessage::Step(plan.clone()))?;
+        let (admitted, decoding) = (plan.admit.len(), running.len() - plan.admit.len());
+        if decoding > 0 {
+            metrics.batch_size.observe(decoding as f64);
+        }
+        let clock = std::time::Instant::now();
+        broadcast(ctx, ControlMessage::Step(&plan))?;
         batcher.step(plan, ctx, &mut |event| {
             let (id, message, finished) = match event {
                 StepEvent::Token { id, token, finish } => {
@@ -199,6 +210,12 @@ pub fn lead(
             }
         })?;
         limits.running.store(running.len(), Ordering::Release);
+        tracing::debug!(
+            admitted,
+            decoding,
+            ms = clock.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
     }
 }
 
@@ -209,7 +226,7 @@ pub fn follow(batcher: &mut Batcher<'_>, ctx: &DistContext) -> Result<(), ServeE
         ctx.world
             .broadcast_bytes(0, &mut bytes)
             .map_err(crate::error::EngineError::from)?;
-        let message: ControlMessage = serde_json::from_slice(&bytes)
+        let message: ControlMessage<StepPlan> = serde_json::from_slice(&bytes)
             .map_err(|e| ServeError::ControlPlane(format!("bad message from rank 0: {e}")))?;
         match message {
             ControlMessage::Step(plan) => batcher.step(plan, ctx, &mut |_| {})?,
@@ -219,7 +236,7 @@ pub fn follow(batcher: &mut Batcher<'_>, ctx: &DistContext) -> Result<(), ServeE
     }
 }
 
-fn broadcast(ctx: &DistContext, message: ControlMessage) -> Result<(), ServeError> {
+fn broadcast(ctx: &DistContext, message: ControlMessage<&StepPlan>) -> Result<(), ServeError> {
     if ctx.topology.world_size == 1 {
         return Ok(());
     }
@@ -234,6 +251,28 @@ fn broadcast(ctx: &DistContext, message: ControlMessage) -> Result<(), ServeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_plan_reads_back_as_an_owned_one() {
+        let plan = StepPlan {
+            admit: vec![Admission {
+                id: 7,
+                prompt_ids: vec![1, 2, 3],
+                params: WireParams::from(&crate::runtime::SamplingParams::default()),
+            }],
+            release: vec![3],
+        };
+        let bytes = serde_json::to_vec(&ControlMessage::Step(&plan)).unwrap();
+        match serde_json::from_slice::<ControlMessage<StepPlan>>(&bytes).unwrap() {
+            ControlMessage::Step(back) => assert_eq!(back, plan),
+            other => panic!("{other:?}"),
+        }
+        let bytes = serde_json::to_vec(&ControlMessage::<&StepPlan>::Heartbeat).unwrap();
+        assert!(matches!(
+            serde_json::from_slice::<ControlMessage<StepPlan>>(&bytes).unwrap(),
+            ControlMessage::Heartbeat
+        ));
+    }
 
     #[test]
     fn slots_cover_the_batch_and_the_queue() {
