@@ -5,7 +5,7 @@
 mod common;
 mod serve_common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -69,11 +69,9 @@ fn run(server: &Server, i: usize) -> Streamed {
 fn sixteen_concurrent_streams_match_each_request_alone() {
     let mut server = Server::single(&["--max-batch", "16"], &[]);
 
-    let clock = Instant::now();
     let alone: Vec<Streamed> = (0..QUESTIONS.len()).map(|i| run(&server, i)).collect();
-    let alone_time = clock.elapsed();
 
-    let clock = Instant::now();
+    // Batching is shown by the batch-size metric below; its speed is `make bench-serve`'s job.
     let together: Vec<Streamed> = std::thread::scope(|scope| {
         let server = &server;
         let handles: Vec<_> = (0..QUESTIONS.len())
@@ -90,7 +88,6 @@ fn sixteen_concurrent_streams_match_each_request_alone() {
             .map(|h| h.join().expect("a client thread panicked"))
             .collect()
     });
-    let together_time = clock.elapsed();
     server.assert_running();
 
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
@@ -114,12 +111,6 @@ fn sixteen_concurrent_streams_match_each_request_alone() {
         big_steps >= 5.0,
         "only {big_steps} of {steps} steps decoded more than 8 sequences together"
     );
-    // One by one, every request reads all the weights for each of its tokens; together, a step
-    // reads them once for the whole batch.
-    assert!(
-        together_time.as_secs_f64() < 0.8 * alone_time.as_secs_f64(),
-        "16 requests together took {together_time:?}, one by one {alone_time:?}: no batching?"
-    );
     assert_eq!(metric(&server, "shardlab_running_sequences"), 0.0);
     assert_eq!(metric(&server, "shardlab_queue_depth"), 0.0);
     assert_eq!(
@@ -134,5 +125,4 @@ fn sixteen_concurrent_streams_match_each_request_alone() {
         "shardlab_requests_total{route=\"/v1/completions\",status=\"200\"}",
     );
     assert_eq!(requests, 32.0);
-    eprintln!("16 requests: {alone_time:?} one by one, {together_time:?} together");
 }
