@@ -5,9 +5,11 @@ SHELL := /bin/bash
 # A build folder outside the clone, so fresh clones on one machine reuse the compiled dependencies.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shardlab-target
 ENGINE_BIN := $(CARGO_TARGET_DIR)/debug/engine
+DRIVER_BIN := $(CARGO_TARGET_DIR)/debug/driver
 SMOLLM2 := models/smollm2-135m-instruct
 
-.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts bench-serve slurm-up slurm-down slurm-status slurm-selftest
+.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts \
+	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
@@ -15,6 +17,9 @@ help:
 	@echo "make test-quick  unit tests only (no models, no services)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make model       fetch and import the demo model and the Llama 3 tokenizer"
+	@echo "make prompts     rebuild data/prompts_{2k,4k}.txt and data/answers.json (seeded), then check them"
+	@echo "make prompts-check  check the prompt sets (count, IDs, token budgets)"
+	@echo "make baseline    the baseline on the embedded default (configs/demo.toml; release engine)"
 	@echo "make bench       single-rank speed against candle-transformers (one thread)"
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
 	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
@@ -32,6 +37,18 @@ model: build
 
 demo: model
 	$(ENGINE_BIN) generate --model $(SMOLLM2) --chat --max-new-tokens 64 "What is 2+2?"
+
+prompts: model
+	$(DRIVER_BIN) prompts build
+	$(DRIVER_BIN) prompts check
+
+prompts-check: model
+	$(DRIVER_BIN) prompts check
+
+# The embedded baseline serves SmolLM2 with the optimised engine: the debug one is several times slower.
+baseline: model
+	cargo build --release -p shardlab-engine --bin engine
+	ENGINE_BIN=$(CARGO_TARGET_DIR)/release/engine $(DRIVER_BIN) baseline --config configs/demo.toml
 
 # The driver's Slurm tests need the local Slurm (slurm/local/, as root): brought up here.
 test: model slurm-up

@@ -1,9 +1,13 @@
 //! The local side of shardlab: prompt sets, the prompt table, the baseline run, Slurm jobs,
 //! result collection, correctness scoring and reports.
 //!
-//! Not for: running the model; that is the engine's job, launched by the driver.
+//! Not for: running the model; that is the engine's job, launched by the driver (`engine serve`
+//! for the embedded baseline, `engine run` under Slurm for the strategies).
 
+pub mod config;
+pub mod data;
 pub mod fsutil;
+pub mod inference;
 pub mod parallelism;
 pub mod slurm;
 

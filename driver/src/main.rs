@@ -7,12 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use commands::baseline::BaselineArgs;
+use commands::prompts::PromptsCommand;
 use driver::parallelism::{enabled_strategies, strategy_by_name, ParallelismStrategy};
 use driver::slurm::job_factory::PromptRow;
 use driver::slurm::job_manager::{ManagerError, ManagerOptions, RunSummary, SlurmJobManager};
 use driver::slurm::launcher::{Launcher, LocalLauncher, SlurmLauncher};
 use driver::slurm::profile::ClusterProfile;
 use driver::slurm::run_state::JobProgress;
+
+mod commands;
 
 /// Compare parallelism strategies for Llama inference on a Slurm cluster (or a laptop).
 #[derive(Parser, Debug)]
@@ -25,9 +29,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate or rebuild the prompt sets under data/.
-    Prompts,
+    #[command(subcommand)]
+    Prompts(PromptsCommand),
     /// Run the baseline against an OpenAI-compatible endpoint.
-    Baseline,
+    Baseline(Box<BaselineArgs>),
     /// Print the jobs a run would submit, without submitting.
     Plan,
     /// Submit the jobs of a run.
@@ -119,6 +124,8 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Prompts(command) => commands::prompts::run(&command).map(|()| 0),
+        Command::Baseline(args) => commands::baseline::run(*args).map(|()| 0),
         Command::Jobs(args) => jobs(*args),
         other => anyhow::bail!(
             "`driver {}` is not implemented yet",

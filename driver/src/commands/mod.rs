@@ -1,0 +1,4 @@
+//! The `driver` subcommands that are more than a few lines.
+
+pub mod baseline;
+pub mod prompts;
