@@ -25,10 +25,88 @@ pub struct DriverConfig {
     pub results: ResultsConfig,
     #[serde(default)]
     pub baseline: BaselineConfig,
-    /// The cluster the strategies run on; read by `plan`/`submit` (not yet implemented), kept
-    /// as free-form TOML until then.
+    /// The cluster the strategies run on, and how the driver reaches it.
     #[serde(default)]
-    pub cluster: Option<toml::Table>,
+    pub cluster: ClusterConfig,
+    /// What `driver run` runs.
+    #[serde(default)]
+    pub run: RunConfig,
+    /// How the strategies' answers are scored against the baseline's.
+    #[serde(default)]
+    pub scoring: ScoringConfig,
+}
+
+/// Which launcher starts the jobs.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LauncherKind {
+    /// `sbatch`, `squeue`, `sacct`, `scancel`.
+    #[default]
+    Slurm,
+    /// The same job scripts on this machine, ranks started by `mpirun`.
+    Local,
+}
+
+impl LauncherKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slurm => "slurm",
+            Self::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster profile (`slurm/profiles/*.toml`): nodes, GPUs, Slurm settings, the model
+    /// and the engine as the compute nodes see them.
+    pub profile: PathBuf,
+    pub launcher: LauncherKind,
+    /// The strategies to run; empty: those the profile enables.
+    pub strategies: Vec<String>,
+    /// The engine binary, overriding the profile's. Empty: the profile's, except with the local
+    /// launcher, where it is `$ENGINE_BIN`, else `engine` next to the driver binary.
+    pub engine_bin: String,
+    /// The model folder, overriding the profile's (its shape then read from its config.json).
+    pub model: String,
+    /// Shortest and longest interval between two polls of the jobs.
+    pub poll_min_ms: u64,
+    pub poll_max_ms: u64,
+    /// On Ctrl-C, leave the run's jobs running instead of cancelling them.
+    pub leave_jobs_on_interrupt: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            profile: PathBuf::from("slurm/profiles/local-demo.toml"),
+            launcher: LauncherKind::Local,
+            strategies: Vec::new(),
+            engine_bin: String::new(),
+            model: String::new(),
+            poll_min_ms: 500,
+            poll_max_ms: 30_000,
+            leave_jobs_on_interrupt: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The prompt IDs a run sends (both variants of each); empty: all 20.
+    pub prompt_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// The `tokenizer.json` both completions are split into tokens with for token agreement.
+    /// Empty: the embedded baseline's model's, else the prompts' (Llama 3) tokenizer.
+    pub tokenizer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -8,7 +8,9 @@ pub mod config;
 pub mod data;
 pub mod fsutil;
 pub mod inference;
+pub mod orchestration;
 pub mod parallelism;
+pub mod results;
 pub mod slurm;
 
 /// This machine's name.

@@ -69,13 +69,28 @@ fn the_embedded_engine_serve_fills_all_40_rows_ok() {
             "local_ttft_ms",
             "local_completion_tokens",
             "local_error",
+            "local_logprobs",
         ]
     );
     let types: Vec<DataType> = df.columns().iter().map(|c| c.dtype().clone()).collect();
     use DataType::{Float64, Int64, String as Str};
     assert_eq!(
         types,
-        [Str, Str, Str, Int64, Str, Str, Float64, Str, Int64, Float64, Int64, Str]
+        [
+            Str,
+            Str,
+            Str,
+            Int64,
+            Str,
+            Str,
+            Float64,
+            Str,
+            Int64,
+            Float64,
+            Int64,
+            Str,
+            DataType::List(Box::new(Float64))
+        ]
     );
     assert_eq!(df.height(), 40);
 

@@ -339,3 +339,18 @@ fn index(set: &PromptFileSet) -> Loaded {
     }
     Loaded { records, metadata }
 }
+
+impl crate::slurm::job_factory::JobPrompt for PromptRecord {
+    fn prompt_id(&self) -> &str {
+        &self.prompt_id
+    }
+    fn variant(&self) -> &str {
+        self.variant.as_str()
+    }
+    fn prompt(&self) -> &str {
+        &self.prompt
+    }
+    fn token_budget(&self) -> Option<usize> {
+        Some(self.token_budget)
+    }
+}

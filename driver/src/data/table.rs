@@ -10,7 +10,7 @@ use polars::prelude::*;
 use super::prompts::{PromptRecord, PromptRepository, PromptSetError};
 
 /// The columns, in order.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 13] = [
     "prompt_id",
     "variant",
     "prompt",
@@ -23,13 +23,30 @@ pub const COLUMNS: [&str; 12] = [
     "local_ttft_ms",
     "local_completion_tokens",
     "local_error",
+    "local_logprobs",
 ];
 
+/// Tables written before `local_logprobs` existed end after `local_error`; they are read as
+/// tables without logprobs.
+const COLUMNS_WITHOUT_LOGPROBS: usize = 12;
+
 /// Each column's type, in the order of [`COLUMNS`].
-pub fn column_types() -> [DataType; 12] {
+pub fn column_types() -> [DataType; 13] {
     use DataType::{Float64, Int64, String as Str};
     [
-        Str, Str, Str, Int64, Str, Str, Float64, Str, Int64, Float64, Int64, Str,
+        Str,
+        Str,
+        Str,
+        Int64,
+        Str,
+        Str,
+        Float64,
+        Str,
+        Int64,
+        Float64,
+        Int64,
+        Str,
+        DataType::List(Box::new(Float64)),
     ]
 }
 
@@ -78,6 +95,8 @@ pub struct TableRow {
     pub local_ttft_ms: Option<f64>,
     pub local_completion_tokens: Option<i64>,
     pub local_error: Option<String>,
+    /// The chosen tokens' logprobs, when the baseline asked for them (`top_logprobs` > 0).
+    pub local_logprobs: Option<Vec<f64>>,
 }
 
 impl TableRow {
@@ -161,6 +180,7 @@ impl<'a> PromptDataFrameBuilder<'a> {
             local_ttft_ms: None,
             local_completion_tokens: None,
             local_error: None,
+            local_logprobs: None,
         })
     }
 }
@@ -204,6 +224,7 @@ impl PromptTable {
                     .collect::<Vec<_>>(),
             ),
             Column::new(COLUMNS[11].into(), opt_text(|r| r.local_error.as_deref())),
+            logprob_column(COLUMNS[12], rows.iter().map(|r| r.local_logprobs.as_deref())),
         ];
         Ok(DataFrame::new(rows.len(), columns)?)
     }
@@ -211,7 +232,7 @@ impl PromptTable {
     /// Reads a table back, checking the column names, their order and their types.
     pub fn from_dataframe(df: &DataFrame, origin: &Path) -> Result<Self, TableError> {
         let names: Vec<&str> = df.columns().iter().map(|c| c.name().as_str()).collect();
-        if names != COLUMNS {
+        if names != COLUMNS && names != COLUMNS[..COLUMNS_WITHOUT_LOGPROBS] {
             return Err(TableError::file(
                 origin,
                 format!("columns are {names:?}, expected {COLUMNS:?}"),
@@ -248,6 +269,10 @@ impl PromptTable {
             col(11).str().map_err(bad)?,
         );
         let (latency, ttft) = (col(6).f64().map_err(bad)?, col(9).f64().map_err(bad)?);
+        let logprobs = match df.columns().get(12) {
+            Some(c) => Some(c.list().map_err(bad)?),
+            None => None,
+        };
         let mut rows = Vec::with_capacity(df.height());
         for i in 0..df.height() {
             let required = |value: Option<&str>, name: &str| {
@@ -274,6 +299,10 @@ impl PromptTable {
                 local_ttft_ms: ttft.get(i),
                 local_completion_tokens: completion_tokens.get(i),
                 local_error: error.get(i).map(str::to_string),
+                local_logprobs: match logprobs {
+                    Some(l) => float_list(l.get_as_series(i)).map_err(bad)?,
+                    None => None,
+                },
             };
             rows.push(row);
         }
@@ -330,6 +359,34 @@ impl PromptTable {
     }
 }
 
+/// A nullable list-of-f64 column (per-token logprobs).
+pub fn logprob_column<'a>(name: &str, values: impl Iterator<Item = Option<&'a [f64]>>) -> Column {
+    let series: Vec<Option<Series>> = values
+        .map(|v| v.map(|v| Series::new(PlSmallStr::EMPTY, v)))
+        .collect();
+    let mut list: ListChunked = series.into_iter().collect();
+    list.rename(name.into());
+    let mut column = list.into_column();
+    // An all-null column would otherwise be typed List(Null).
+    if let Ok(cast) = column.cast(&DataType::List(Box::new(DataType::Float64))) {
+        column = cast;
+    }
+    column
+}
+
+/// One cell of a list-of-f64 column.
+pub fn float_list(cell: Option<Series>) -> Result<Option<Vec<f64>>, PolarsError> {
+    match cell {
+        None => Ok(None),
+        Some(s) => Ok(Some(
+            s.f64()?
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect(),
+        )),
+    }
+}
+
 /// Reads any Parquet file into a `DataFrame`.
 pub fn read_parquet_frame(path: &Path) -> Result<DataFrame, TableError> {
     let file = std::fs::File::open(path).map_err(|e| TableError::file(path, e))?;
@@ -356,6 +413,7 @@ mod tests {
             local_ttft_ms: None,
             local_completion_tokens: None,
             local_error: None,
+            local_logprobs: None,
         }
     }
 
@@ -369,6 +427,7 @@ mod tests {
         table.rows[0].local_latency_ms = Some(12.5);
         table.rows[0].local_ttft_ms = Some(3.25);
         table.rows[0].local_completion_tokens = Some(2);
+        table.rows[0].local_logprobs = Some(vec![-0.25, -1.5]);
         table.rows[1].status = RowStatus::Failed;
         table.rows[1].local_error = Some("HTTP 500".into());
         let dir = tempfile::tempdir().unwrap();

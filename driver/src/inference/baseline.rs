@@ -8,7 +8,7 @@ use super::local_runner::{LocalInferenceRunner, RunSummary, RunnerError};
 use super::openai_client::{ClientConfig, ClientError, OpenAICompletionClient};
 use crate::config::DriverConfig;
 use crate::data::prompts::{PromptRepository, PromptSetError};
-use crate::data::table::{PromptDataFrameBuilder, RowStatus, TableError};
+use crate::data::table::{PromptDataFrameBuilder, PromptTable, RowStatus, TableError};
 use crate::data::tokens::{TokenCounter, TokenizerError};
 
 /// What a baseline run did.
@@ -45,7 +45,18 @@ pub async fn run_baseline(
     let counter = TokenCounter::from_file(&config.prompts.tokenizer)?;
     let repository = PromptRepository::new(&config.prompts.dir, counter);
     let fresh = PromptDataFrameBuilder::new(&repository).table()?;
-    let table_path = config.results.baseline_table();
+    run_baseline_table(config, fresh, config.results.baseline_table(), restart, progress).await
+}
+
+/// Runs (or resumes) the baseline over the rows of `fresh`, kept at `table_path` (a run of a
+/// few prompts keeps its own table).
+pub async fn run_baseline_table(
+    config: &DriverConfig,
+    fresh: PromptTable,
+    table_path: PathBuf,
+    restart: bool,
+    progress: bool,
+) -> Result<BaselineReport, BaselineError> {
     let table = LocalInferenceRunner::prepare(&table_path, fresh, restart)?;
     let b = &config.baseline;
     let mut client_config = ClientConfig {
@@ -109,7 +120,7 @@ pub async fn run_baseline(
 
 fn report(
     table_path: PathBuf,
-    table: &crate::data::table::PromptTable,
+    table: &PromptTable,
     summary: RunSummary,
 ) -> BaselineReport {
     let failed = table

@@ -180,6 +180,9 @@ fn record(row: &mut TableRow, result: Result<Completion, ClientError>) {
                 .usage
                 .map(|u| i64::try_from(u.completion_tokens).unwrap_or(i64::MAX));
             row.local_error = None;
+            row.local_logprobs = c
+                .logprobs
+                .map(|l| l.iter().map(|t| f64::from(t.logprob)).collect());
         }
         Err(e) => {
             row.status = RowStatus::Failed;
@@ -188,6 +191,7 @@ fn record(row: &mut TableRow, result: Result<Completion, ClientError>) {
             row.local_ttft_ms = None;
             row.local_completion_tokens = None;
             row.local_error = Some(e.to_string());
+            row.local_logprobs = None;
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, Value};
 use serde::{Deserialize, Serialize};
 
-use super::profile::{parse_walltime, ClusterProfile};
+use super::profile::{parse_walltime, ClusterProfile, PromptFormat};
 use crate::fsutil::write_atomic;
 use crate::parallelism::strategy::EngineArgs;
 
@@ -20,7 +20,7 @@ mod shell;
 mod slurm_config;
 
 pub use job_script::JobScript;
-pub use prompts::{JobPrompt, PromptRow};
+pub use prompts::{ChatMessage, JobPrompt, PromptRow};
 use shell::shell_environment;
 pub use slurm_config::{check_name, SlurmConfig};
 
@@ -188,10 +188,21 @@ impl SlurmJobFactory {
         check_name("prompt variant", variant)?;
         let mut text = String::new();
         for p in prompts.iter().filter(|p| p.variant() == variant) {
+            let (prompt, messages) = match self.profile.engine.prompt_format {
+                PromptFormat::Raw => (p.prompt().to_string(), None),
+                PromptFormat::Chat => (
+                    String::new(),
+                    Some(vec![ChatMessage {
+                        role: "user".into(),
+                        content: p.prompt().into(),
+                    }]),
+                ),
+            };
             let row = PromptRow {
                 prompt_id: p.prompt_id().into(),
                 variant: p.variant().into(),
-                prompt: p.prompt().into(),
+                prompt,
+                messages,
                 token_budget: p.token_budget(),
             };
             text.push_str(&serde_json::to_string(&row).unwrap_or_default());

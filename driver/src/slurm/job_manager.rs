@@ -177,9 +177,26 @@ impl<L: Launcher> SlurmJobManager<L> {
     /// Adds one job per strategy and prompt variant, writing each job's prompt shard. Jobs the
     /// run already has are kept as they are (a restarted driver submits nothing again).
     pub fn add_jobs<P: JobPrompt>(&mut self, prompts: &[P]) -> Result<usize, ManagerError> {
+        self.add_jobs_where(prompts, |_| true)
+    }
+
+    /// [`add_jobs`](Self::add_jobs) for one strategy only (the pipeline runs them one by one).
+    pub fn add_strategy_jobs<P: JobPrompt>(
+        &mut self,
+        strategy: &str,
+        prompts: &[P],
+    ) -> Result<usize, ManagerError> {
+        self.add_jobs_where(prompts, |name| name == strategy)
+    }
+
+    fn add_jobs_where<P: JobPrompt>(
+        &mut self,
+        prompts: &[P],
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<usize, ManagerError> {
         let variants = SlurmJobFactory::variants(prompts)?;
         let mut added = 0;
-        for strategy in &self.strategies {
+        for strategy in self.strategies.iter().filter(|s| wanted(s.name())) {
             for variant in &variants {
                 if self.state.job(strategy.name(), variant).is_some() {
                     continue;
@@ -217,6 +234,39 @@ impl<L: Launcher> SlurmJobManager<L> {
     /// ended COMPLETED with its outputs present (again after a restart if it had not returned).
     pub fn run(
         &mut self,
+        on_complete: impl FnMut(&JobRecord, &Attempt),
+    ) -> Result<RunSummary, ManagerError> {
+        self.run_where(|_| true, on_complete)
+    }
+
+    /// Submits the run's jobs that have no attempt yet, without watching them (`driver submit`).
+    /// Returns how many were submitted.
+    pub fn submit_new(&mut self) -> Result<usize, ManagerError> {
+        let mut submitted = 0;
+        for index in 0..self.state.jobs.len() {
+            let job = &self.state.jobs[index];
+            if job.status == JobProgress::Active && job.attempts.is_empty() {
+                let args = self.strategy(&job.strategy).engine_args();
+                self.start_attempt(index, args, AttemptKind::First, "first attempt".into())?;
+                submitted += 1;
+            }
+        }
+        Ok(submitted)
+    }
+
+    /// Asks the launcher once where the run's jobs stand and saves what changed (`driver
+    /// status`); submits nothing and decides nothing.
+    pub fn refresh(&mut self) -> Result<RunSummary, ManagerError> {
+        self.poll().map_err(|source| ManagerError::Poll { count: 1, source })?;
+        self.save()?;
+        Ok(self.summary())
+    }
+
+    /// [`run`](Self::run) over the jobs `wanted` accepts (the pipeline watches one strategy's
+    /// jobs at a time); the others are left as they are.
+    pub fn run_where(
+        &mut self,
+        wanted: impl Fn(&JobRecord) -> bool,
         mut on_complete: impl FnMut(&JobRecord, &Attempt),
     ) -> Result<RunSummary, ManagerError> {
         let _signals = if self.options.handle_signals {
@@ -241,12 +291,15 @@ impl<L: Launcher> SlurmJobManager<L> {
             }
             let mut changed = false;
             for index in 0..self.state.jobs.len() {
-                changed |= self.advance(index, &mut on_complete)?;
+                if wanted(&self.state.jobs[index]) {
+                    changed |= self.advance(index, &mut on_complete)?;
+                }
             }
             if self
                 .state
                 .jobs
                 .iter()
+                .filter(|j| wanted(j))
                 .all(|j| j.status != JobProgress::Active)
             {
                 break;

@@ -180,6 +180,19 @@ pub struct EngineSettings {
     pub dtype: Option<String>,
     /// `--comm-timeout` in seconds; none: the engine's default.
     pub comm_timeout: Option<u64>,
+    /// How the prompt shards give each prompt to the engine: `raw` text, or `chat` (one user
+    /// message, rendered with the model's chat template, as a chat-completions baseline does).
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
+}
+
+/// How a job's prompts reach the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptFormat {
+    #[default]
+    Raw,
+    Chat,
 }
 
 fn default_max_new_tokens() -> usize {

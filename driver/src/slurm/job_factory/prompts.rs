@@ -18,9 +18,21 @@ pub trait JobPrompt {
 pub struct PromptRow {
     pub prompt_id: String,
     pub variant: String,
+    /// The prompt as raw text; empty when it is given as `messages`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prompt: String,
+    /// The prompt as chat messages (the engine renders them with the model's chat template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_budget: Option<usize>,
+}
+
+/// One chat message of a prompt shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
 }
 
 impl JobPrompt for PromptRow {

@@ -363,18 +363,21 @@ fn shards_hold_only_their_variant_and_names_are_checked() {
             prompt_id: "p01".into(),
             variant: "2k".into(),
             prompt: "a".into(),
+            messages: None,
             token_budget: Some(2048),
         },
         PromptRow {
             prompt_id: "p01".into(),
             variant: "4k".into(),
             prompt: "b".into(),
+            messages: None,
             token_budget: Some(4096),
         },
         PromptRow {
             prompt_id: "p02".into(),
             variant: "2k".into(),
             prompt: "c".into(),
+            messages: None,
             token_budget: None,
         },
     ];

@@ -134,6 +134,7 @@ fn prompts() -> Vec<PromptRow> {
         prompt_id: "p01".into(),
         variant: "2k".into(),
         prompt: "Hi".into(),
+        messages: None,
         token_budget: None,
     }]
 }
