@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use driver::config::LauncherKind;
 
 use commands::baseline::BaselineArgs;
 use commands::prompts::PromptsCommand;
@@ -33,18 +34,18 @@ enum Command {
     Prompts(PromptsCommand),
     /// Run the baseline against an OpenAI-compatible endpoint.
     Baseline(Box<BaselineArgs>),
-    /// Print the jobs a run would submit, without submitting.
-    Plan,
-    /// Submit the jobs of a run.
-    Submit,
-    /// Show the state of a run's jobs.
-    Status,
-    /// Collect the outputs of a run's jobs.
-    Collect,
-    /// Rebuild a run's report from its table.
-    Report,
-    /// Run the whole experiment: prompts, baseline, strategies, scoring, report.
-    Run,
+    /// Print the jobs a run would submit, with their scripts, without submitting anything.
+    Plan(Box<commands::experiment::PlanArgs>),
+    /// Start a run and submit its jobs without watching them (`status` and `run --resume` follow).
+    Submit(Box<commands::experiment::ExperimentArgs>),
+    /// Show where a run's jobs stand.
+    Status(commands::experiment::RunRef),
+    /// Collect a run's job outputs into its master table again (no scoring).
+    Collect(commands::experiment::RunRef),
+    /// Rebuild a run's report (summary.csv, summary.md, plots) from its Parquet table alone.
+    Report(commands::experiment::RunRef),
+    /// Run the whole experiment: prompts, baseline, every strategy, collection, scoring, report.
+    Run(Box<commands::experiment::RunArgs>),
     /// Internal: run the strategies' jobs over a JSONL of prompts until they end, reattaching to
     /// the run folder's jobs if it has any; prints the summary as JSON. Exit status 0 when every
     /// job succeeded, 2 when some failed, 130 when interrupted.
@@ -90,12 +91,6 @@ struct JobsArgs {
     templates: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LauncherKind {
-    Slurm,
-    Local,
-}
-
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -127,10 +122,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Prompts(command) => commands::prompts::run(&command).map(|()| 0),
         Command::Baseline(args) => commands::baseline::run(*args).map(|()| 0),
         Command::Jobs(args) => jobs(*args),
-        other => anyhow::bail!(
-            "`driver {}` is not implemented yet",
-            format!("{other:?}").to_lowercase()
-        ),
+        Command::Plan(args) => commands::experiment::plan(*args),
+        Command::Submit(args) => commands::experiment::submit(*args),
+        Command::Status(args) => commands::experiment::status(args),
+        Command::Collect(args) => commands::experiment::collect(args),
+        Command::Report(args) => commands::experiment::report(args),
+        Command::Run(args) => commands::experiment::run(*args),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The `driver` subcommands that are more than a few lines.
 
 pub mod baseline;
+pub mod experiment;
 pub mod prompts;

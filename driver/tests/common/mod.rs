@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fault_server;
+pub mod pipeline;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
