@@ -5,7 +5,7 @@
 //! Not for: collecting the jobs' artifacts into the table; that is `results::collector`.
 
 pub mod correctness;
-
+pub mod report;
 mod table;
 
 #[cfg(test)]
