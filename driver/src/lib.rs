@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod fsutil;
 pub mod inference;
+pub mod metrics;
 pub mod orchestration;
 pub mod parallelism;
 pub mod results;
