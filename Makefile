@@ -8,11 +8,12 @@ ENGINE_BIN := $(CARGO_TARGET_DIR)/debug/engine
 DRIVER_BIN := $(CARGO_TARGET_DIR)/debug/driver
 SMOLLM2 := models/smollm2-135m-instruct
 
-.PHONY: help setup build model demo test test-quick lint fmt bench bench-parallel bench-layouts \
+.PHONY: help setup build model demo generate test test-quick lint fmt bench bench-parallel bench-layouts \
 	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline
 
 help:
-	@echo "make demo        install what is needed, fetch SmolLM2, run the main job"
+	@echo "make demo        install what is needed, fetch SmolLM2, run the main job (driver run on the embedded default; ALL=1: all 20 prompt IDs)"
+	@echo "make generate    one chat answer from SmolLM2 with the engine alone"
 	@echo "make test        install what is needed and run every test"
 	@echo "make test-quick  unit tests only (no models, no services)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
@@ -35,7 +36,15 @@ build: setup
 model: build
 	ENGINE_BIN=$(ENGINE_BIN) bash scripts/fetch-models.sh
 
+# The main job on the embedded default: baseline (engine serve), the four strategies (local
+# launcher, mpirun), scoring and the report, on SmolLM2 with the optimised engine. Two prompt IDs
+# by default (configs/demo.toml); `make demo ALL=1` runs all 20.
 demo: model
+	cargo build --release -p shardlab-engine --bin engine
+	ENGINE_BIN=$(CARGO_TARGET_DIR)/release/engine $(DRIVER_BIN) run --config configs/demo.toml $(if $(ALL),--all)
+
+# One chat answer from SmolLM2 (the engine alone).
+generate: model
 	$(ENGINE_BIN) generate --model $(SMOLLM2) --chat --max-new-tokens 64 "What is 2+2?"
 
 prompts: model

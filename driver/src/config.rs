@@ -94,11 +94,20 @@ impl Default for ClusterConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// The prompt IDs a run sends (both variants of each); empty: all 20.
     pub prompt_ids: Vec<String>,
+}
+
+impl Default for RunConfig {
+    /// A few prompts: a laptop reads a 4k prompt with SmolLM2 in most of a minute.
+    fn default() -> Self {
+        Self {
+            prompt_ids: vec!["p01".into(), "p05".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -189,11 +198,11 @@ impl Default for BaselineConfig {
             api_key_env: String::new(),
             mode: ApiMode::Chat,
             stream: true,
-            max_tokens: 128,
+            max_tokens: 48,
             temperature: 0.0,
             top_p: None,
             seed: None,
-            top_logprobs: 0,
+            top_logprobs: 1,
             request_timeout_s: 600.0,
             connect_timeout_s: 10.0,
             max_retries: 6,

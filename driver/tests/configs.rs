@@ -26,5 +26,9 @@ fn example_cluster_config_names_a_remote_endpoint_and_an_api_key_variable() {
         Some("BASELINE_API_KEY")
     );
     assert!(config.baseline.tokens_per_minute > 0);
-    assert!(config.cluster.is_some());
+    assert_eq!(
+        config.cluster.profile,
+        std::path::Path::new("slurm/profiles/example-cluster.toml")
+    );
+    assert_eq!(config.cluster.launcher, driver::config::LauncherKind::Slurm);
 }

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pipeline::{check_report, floats, only_run, run_table, strings, write_run_config, RunConfig};
+use common::pipeline::{
+    check_report, floats, only_run, run_table, strings, write_run_config, RunConfig,
+};
 
 const STRATEGIES: [&str; 4] = [
     "tp-across-nodes",
@@ -48,7 +50,11 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
     let out = common::wait_output(child, Duration::from_secs(1800), &log);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(out.status.success(), "driver run failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "driver run failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     eprintln!("driver run took {:?}", start.elapsed());
     let run = only_run(&results);
     assert!(stdout.contains("summary.md"), "{stdout}");
@@ -67,7 +73,11 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
     let completions = strings(&df, "cluster_completion");
     let errors = strings(&df, "error");
     for (i, c) in completions.iter().enumerate() {
-        assert!(c.as_deref().is_some_and(|c| !c.is_empty()), "row {i}: {:?}", errors[i]);
+        assert!(
+            c.as_deref().is_some_and(|c| !c.is_empty()),
+            "row {i}: {:?}",
+            errors[i]
+        );
     }
     let (tp, pp) = (floats(&df, "tp"), floats(&df, "pp"));
     for (i, s) in strategy.iter().enumerate() {
@@ -77,7 +87,11 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
             "hybrid-tp-pp" => (3.0, 2.0),
             other => panic!("unexpected strategy {other}"),
         };
-        assert_eq!((tp[i], pp[i]), (Some(want.0), Some(want.1)), "row {i}: {s:?}");
+        assert_eq!(
+            (tp[i], pp[i]),
+            (Some(want.0), Some(want.1)),
+            "row {i}: {s:?}"
+        );
     }
     // Greedy, f32, the same weights: token for token the baseline's answer.
     let agreement = floats(&df, "token_agreement");

@@ -7,7 +7,9 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::pipeline::{check_report, floats, only_run, run_table, strings, write_run_config, RunConfig};
+use common::pipeline::{
+    check_report, floats, only_run, run_table, strings, write_run_config, RunConfig,
+};
 
 #[test]
 fn driver_run_on_the_local_slurm_runs_the_four_strategies_on_its_nodes() {
@@ -54,7 +56,10 @@ fn driver_run_on_the_local_slurm_runs_the_four_strategies_on_its_nodes() {
         assert!(completions[i].is_some(), "row {i}: no completion");
         // Slurm's job ids are numbers; the local launcher's are timestamps in milliseconds.
         let id = job_ids[i].as_deref().unwrap();
-        assert!(id.len() < 10 && id.parse::<u64>().is_ok(), "row {i}: job id {id}");
+        assert!(
+            id.len() < 10 && id.parse::<u64>().is_ok(),
+            "row {i}: job id {id}"
+        );
         let (want_tp, want_pp, want_nodes) = match strategy[i].as_deref().unwrap() {
             "tp-across-nodes" => (4.0, 1.0, 2),
             "pp-across-nodes" => (1.0, 4.0, 2),

@@ -142,7 +142,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     println!("table:  {}", run.table.display());
     println!("report: {}", report.join("summary.md").display());
-    let clean = baseline.failed.is_empty() && jobs.failed.is_empty() && collector.problems().is_empty();
+    let clean =
+        baseline.failed.is_empty() && jobs.failed.is_empty() && collector.problems().is_empty();
     Ok(if clean { 0 } else { 2 })
 }
 
@@ -206,7 +207,10 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<i32> {
     }
     if !args.brief {
         for j in &jobs {
-            println!("\n# ===== {} / {} =====\n{}", j.strategy, j.variant, j.script);
+            println!(
+                "\n# ===== {} / {} =====\n{}",
+                j.strategy, j.variant, j.script
+            );
         }
     }
     Ok(0)
@@ -227,7 +231,10 @@ pub fn submit(args: ExperimentArgs) -> anyhow::Result<i32> {
     let submitted = pipeline.submit()?;
     println!("run {}: {submitted} jobs submitted", folder.name);
     println!("follow it with: driver status {}", folder.dir.display());
-    println!("finish it with: driver run --resume {}", folder.dir.display());
+    println!(
+        "finish it with: driver run --resume {}",
+        folder.dir.display()
+    );
     Ok(0)
 }
 
@@ -248,9 +255,14 @@ pub fn status(args: RunRef) -> anyhow::Result<i32> {
         let refreshed = DriverConfig::load_with(manifest.config.as_deref(), &manifest.sets)
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                DistributedExperimentPipeline::new(config, folder.clone(), manifest.prompt_ids, false)
-                    .refresh()
-                    .map_err(anyhow::Error::from)
+                DistributedExperimentPipeline::new(
+                    config,
+                    folder.clone(),
+                    manifest.prompt_ids,
+                    false,
+                )
+                .refresh()
+                .map_err(anyhow::Error::from)
             });
         if let Err(e) = refreshed {
             tracing::info!(error = %format!("{e:#}"), "showing the saved state");
@@ -277,7 +289,10 @@ pub fn status(args: RunRef) -> anyhow::Result<i32> {
             j.last_state.map_or("-", |s| s.as_str()),
             j.exit_code.map_or("-".into(), |c| c.to_string()),
             j.job_ids.join(","),
-            j.why.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+            j.why
+                .as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
         );
     }
     Ok(0)
@@ -297,7 +312,8 @@ pub fn collect(args: RunRef) -> anyhow::Result<i32> {
     let folder = RunFolder::open(&args.results_dir, &args.run)?;
     let manifest = folder.load_manifest()?;
     let config = DriverConfig::load_with(manifest.config.as_deref(), &manifest.sets)?;
-    let pipeline = DistributedExperimentPipeline::new(config, folder.clone(), manifest.prompt_ids, false);
+    let pipeline =
+        DistributedExperimentPipeline::new(config, folder.clone(), manifest.prompt_ids, false);
     let baseline = PromptTable::read_parquet(&folder.baseline_table())?.rows;
     let state = RunState::load(&folder.dir)?
         .with_context(|| format!("{}: no jobs submitted yet", folder.dir.display()))?;
@@ -313,5 +329,9 @@ pub fn collect(args: RunRef) -> anyhow::Result<i32> {
         got.answered,
         got.missing
     );
-    Ok(if collector.problems().is_empty() { 0 } else { 2 })
+    Ok(if collector.problems().is_empty() {
+        0
+    } else {
+        2
+    })
 }

@@ -224,7 +224,10 @@ impl PromptTable {
                     .collect::<Vec<_>>(),
             ),
             Column::new(COLUMNS[11].into(), opt_text(|r| r.local_error.as_deref())),
-            logprob_column(COLUMNS[12], rows.iter().map(|r| r.local_logprobs.as_deref())),
+            logprob_column(
+                COLUMNS[12],
+                rows.iter().map(|r| r.local_logprobs.as_deref()),
+            ),
         ];
         Ok(DataFrame::new(rows.len(), columns)?)
     }
@@ -379,10 +382,7 @@ pub fn float_list(cell: Option<Series>) -> Result<Option<Vec<f64>>, PolarsError>
     match cell {
         None => Ok(None),
         Some(s) => Ok(Some(
-            s.f64()?
-                .iter()
-                .map(|v| v.unwrap_or(f64::NAN))
-                .collect(),
+            s.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
         )),
     }
 }

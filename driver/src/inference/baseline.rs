@@ -45,7 +45,14 @@ pub async fn run_baseline(
     let counter = TokenCounter::from_file(&config.prompts.tokenizer)?;
     let repository = PromptRepository::new(&config.prompts.dir, counter);
     let fresh = PromptDataFrameBuilder::new(&repository).table()?;
-    run_baseline_table(config, fresh, config.results.baseline_table(), restart, progress).await
+    run_baseline_table(
+        config,
+        fresh,
+        config.results.baseline_table(),
+        restart,
+        progress,
+    )
+    .await
 }
 
 /// Runs (or resumes) the baseline over the rows of `fresh`, kept at `table_path` (a run of a
@@ -118,11 +125,7 @@ pub async fn run_baseline_table(
     Ok(report(table_path, &table, summary))
 }
 
-fn report(
-    table_path: PathBuf,
-    table: &PromptTable,
-    summary: RunSummary,
-) -> BaselineReport {
+fn report(table_path: PathBuf, table: &PromptTable, summary: RunSummary) -> BaselineReport {
     let failed = table
         .rows
         .iter()

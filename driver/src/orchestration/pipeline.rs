@@ -127,7 +127,9 @@ impl DistributedExperimentPipeline {
                 }
             }
             records.retain(|r| self.prompt_ids.contains(&r.prompt_id));
-            table.rows.retain(|r| self.prompt_ids.contains(&r.prompt_id));
+            table
+                .rows
+                .retain(|r| self.prompt_ids.contains(&r.prompt_id));
         }
         Ok((records, table))
     }
@@ -256,8 +258,12 @@ impl DistributedExperimentPipeline {
         let profile = self.profile()?;
         let strategies = self.strategies(&profile)?;
         match self.config.cluster.launcher {
-            LauncherKind::Slurm => self.submit_with(SlurmLauncher::new(), profile, strategies, &records),
-            LauncherKind::Local => self.submit_with(LocalLauncher::new(), profile, strategies, &records),
+            LauncherKind::Slurm => {
+                self.submit_with(SlurmLauncher::new(), profile, strategies, &records)
+            }
+            LauncherKind::Local => {
+                self.submit_with(LocalLauncher::new(), profile, strategies, &records)
+            }
         }
     }
 
@@ -268,8 +274,13 @@ impl DistributedExperimentPipeline {
         strategies: Vec<Box<dyn ParallelismStrategy>>,
         records: &[PromptRecord],
     ) -> Result<usize, PipelineError> {
-        let mut manager =
-            SlurmJobManager::open(profile, &self.run.dir, launcher, strategies, self.manager_options())?;
+        let mut manager = SlurmJobManager::open(
+            profile,
+            &self.run.dir,
+            launcher,
+            strategies,
+            self.manager_options(),
+        )?;
         manager.add_jobs(records)?;
         Ok(manager.submit_new()?)
     }
@@ -281,12 +292,24 @@ impl DistributedExperimentPipeline {
         let options = self.manager_options();
         match self.config.cluster.launcher {
             LauncherKind::Slurm => {
-                SlurmJobManager::open(profile, &self.run.dir, SlurmLauncher::new(), strategies, options)?
-                    .refresh()?;
+                SlurmJobManager::open(
+                    profile,
+                    &self.run.dir,
+                    SlurmLauncher::new(),
+                    strategies,
+                    options,
+                )?
+                .refresh()?;
             }
             LauncherKind::Local => {
-                SlurmJobManager::open(profile, &self.run.dir, LocalLauncher::new(), strategies, options)?
-                    .refresh()?;
+                SlurmJobManager::open(
+                    profile,
+                    &self.run.dir,
+                    LocalLauncher::new(),
+                    strategies,
+                    options,
+                )?
+                .refresh()?;
             }
         }
         Ok(())
@@ -302,12 +325,20 @@ impl DistributedExperimentPipeline {
         let profile = self.profile()?;
         let strategies = self.strategies(&profile)?;
         match self.config.cluster.launcher {
-            LauncherKind::Slurm => {
-                self.run_jobs_with(SlurmLauncher::new(), profile, strategies, records, collector)
-            }
-            LauncherKind::Local => {
-                self.run_jobs_with(LocalLauncher::new(), profile, strategies, records, collector)
-            }
+            LauncherKind::Slurm => self.run_jobs_with(
+                SlurmLauncher::new(),
+                profile,
+                strategies,
+                records,
+                collector,
+            ),
+            LauncherKind::Local => self.run_jobs_with(
+                LocalLauncher::new(),
+                profile,
+                strategies,
+                records,
+                collector,
+            ),
         }
     }
 
@@ -320,8 +351,13 @@ impl DistributedExperimentPipeline {
         collector: &mut ResultCollector,
     ) -> Result<JobsOutcome, PipelineError> {
         let names: Vec<String> = strategies.iter().map(|s| s.name().to_string()).collect();
-        let mut manager =
-            SlurmJobManager::open(profile, &self.run.dir, launcher, strategies, self.manager_options())?;
+        let mut manager = SlurmJobManager::open(
+            profile,
+            &self.run.dir,
+            launcher,
+            strategies,
+            self.manager_options(),
+        )?;
         // Jobs that ended before a restart are collected first (collection is idempotent).
         collector.collect_run(manager.state());
         collector.checkpoint()?;
@@ -398,10 +434,7 @@ impl DistributedExperimentPipeline {
     }
 
     /// A collector for this run's baseline rows and strategies.
-    pub fn collector(
-        &self,
-        baseline: Vec<TableRow>,
-    ) -> Result<ResultCollector, PipelineError> {
+    pub fn collector(&self, baseline: Vec<TableRow>) -> Result<ResultCollector, PipelineError> {
         let profile = self.profile()?;
         let strategies = self.strategies(&profile)?;
         Ok(ResultCollector::new(

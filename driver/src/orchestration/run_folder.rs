@@ -128,7 +128,10 @@ mod tests {
         let results = tempfile::tempdir().unwrap();
         let run = RunFolder::create(results.path()).unwrap();
         assert!(run.name.starts_with("run_"));
-        assert_eq!(run.table, results.path().join(format!("{}.parquet", run.name)));
+        assert_eq!(
+            run.table,
+            results.path().join(format!("{}.parquet", run.name))
+        );
         let manifest = RunManifest {
             name: run.name.clone(),
             created: "now".into(),
@@ -139,10 +142,13 @@ mod tests {
         run.save_manifest(&manifest).unwrap();
         let by_name = RunFolder::open(results.path(), &run.name).unwrap();
         assert_eq!(by_name, run);
-        let by_path = RunFolder::open(Path::new("elsewhere"), &run.dir.display().to_string()).unwrap();
+        let by_path =
+            RunFolder::open(Path::new("elsewhere"), &run.dir.display().to_string()).unwrap();
         assert_eq!(by_path, run);
         assert_eq!(by_path.load_manifest().unwrap(), manifest);
-        let err = RunFolder::open(results.path(), "run_nope").unwrap_err().to_string();
+        let err = RunFolder::open(results.path(), "run_nope")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("run_nope"), "{err}");
     }
 }

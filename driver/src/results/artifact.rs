@@ -92,7 +92,8 @@ pub fn read_artifact(path: &Path) -> ArtifactRows {
     let text = match std::fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
-            out.problems.push(problem(None, format!("cannot read: {e}")));
+            out.problems
+                .push(problem(None, format!("cannot read: {e}")));
             return out;
         }
     };
@@ -152,7 +153,8 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Result<EngineRow, String>>, Stri
     let int = |name: &str| column(name)?.i64().cloned().map_err(|e| typed(name, e));
     let float = |name: &str| column(name)?.f64().cloned().map_err(|e| typed(name, e));
     let optional = |name: &str| df.column(name).ok();
-    let (prompt_id, variant, completion) = (text("prompt_id")?, text("variant")?, text("completion")?);
+    let (prompt_id, variant, completion) =
+        (text("prompt_id")?, text("variant")?, text("completion")?);
     let latency = float("latency_ms")?;
     let tokens = int("completion_tokens")?;
     let opt_text = |name: &str| {
@@ -187,7 +189,8 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Result<EngineRow, String>>, Stri
     let logprobs = optional("logprobs")
         .map(|c| c.list().cloned().map_err(|e| typed("logprobs", e)))
         .transpose()?;
-    let s = |c: &Option<StringChunked>, i: usize| c.as_ref().and_then(|c| c.get(i).map(str::to_string));
+    let s =
+        |c: &Option<StringChunked>, i: usize| c.as_ref().and_then(|c| c.get(i).map(str::to_string));
     let n = |c: &Option<Int64Chunked>, i: usize| c.as_ref().and_then(|c| c.get(i));
     Ok((0..df.height())
         .map(|i| {
@@ -233,7 +236,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let cut = &GOOD[..40];
-        std::fs::write(&path, format!("{GOOD}\n{}\n{cut}", GOOD.replace("p01", "p02"))).unwrap();
+        std::fs::write(
+            &path,
+            format!("{GOOD}\n{}\n{cut}", GOOD.replace("p01", "p02")),
+        )
+        .unwrap();
         let got = read_artifact(&path);
         assert_eq!(got.rows.len(), 2);
         assert_eq!(got.rows[1].prompt_id, "p02");
@@ -252,8 +259,14 @@ mod tests {
         let got = read_artifact(&path);
         assert_eq!(got.rows.len(), 1);
         let problems: Vec<String> = got.problems.iter().map(|p| p.to_string()).collect();
-        assert!(problems[0].contains("row 1") && problems[0].contains("completion"), "{problems:?}");
-        assert!(problems[1].contains("row 3") && problems[1].contains("invalid type"), "{problems:?}");
+        assert!(
+            problems[0].contains("row 1") && problems[0].contains("completion"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("row 3") && problems[1].contains("invalid type"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -284,6 +297,8 @@ mod tests {
         let got = read_artifact(&bad);
         assert!(got.rows.is_empty());
         assert_eq!(got.problems[0].row, None);
-        assert!(got.problems[0].to_string().contains("missing column `latency_ms`"));
+        assert!(got.problems[0]
+            .to_string()
+            .contains("missing column `latency_ms`"));
     }
 }

@@ -108,7 +108,10 @@ impl ResultCollector {
             } else if !known {
                 Some(format!("prompt {} is not in this run", row.prompt_id))
             } else if by_id.contains_key(row.prompt_id.as_str()) {
-                Some(format!("prompt {} appears twice; the first is kept", row.prompt_id))
+                Some(format!(
+                    "prompt {} appears twice; the first is kept",
+                    row.prompt_id
+                ))
             } else if row.tp.is_some_and(|tp| tp != attempt.args.tp as i64)
                 || row.pp.is_some_and(|pp| pp != attempt.args.pp as i64)
             {
@@ -152,7 +155,10 @@ impl ResultCollector {
                 }
                 None => {
                     got.missing += 1;
-                    row.error = Some(format!("no readable row for this prompt in {}", out.display()));
+                    row.error = Some(format!(
+                        "no readable row for this prompt in {}",
+                        out.display()
+                    ));
                 }
             }
             self.insert(row);

@@ -257,7 +257,8 @@ impl<L: Launcher> SlurmJobManager<L> {
     /// Asks the launcher once where the run's jobs stand and saves what changed (`driver
     /// status`); submits nothing and decides nothing.
     pub fn refresh(&mut self) -> Result<RunSummary, ManagerError> {
-        self.poll().map_err(|source| ManagerError::Poll { count: 1, source })?;
+        self.poll()
+            .map_err(|source| ManagerError::Poll { count: 1, source })?;
         self.save()?;
         Ok(self.summary())
     }

@@ -76,15 +76,19 @@ pub fn only_run(results: &Path) -> PathBuf {
         .map(|e| e.path())
         .filter(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().starts_with("run_"))
         .collect();
-    assert_eq!(runs.len(), 1, "run folders in {}: {runs:?}", results.display());
+    assert_eq!(
+        runs.len(),
+        1,
+        "run folders in {}: {runs:?}",
+        results.display()
+    );
     runs[0].clone()
 }
 
 /// The run's master table (`results/run_<timestamp>.parquet`).
 pub fn run_table(run_dir: &Path) -> DataFrame {
     let path = run_dir.with_extension("parquet");
-    let file = std::fs::File::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     ParquetReader::new(file).finish().unwrap()
 }
 
@@ -100,7 +104,11 @@ pub fn check_report(run_dir: &Path, strategies: usize, variants: usize) {
         .unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
     assert_eq!(df.height(), strategies * variants, "{df}");
     for column in ["strategy", "variant"] {
-        assert!(df.column(column).is_ok(), "{}: no `{column}`", csv.display());
+        assert!(
+            df.column(column).is_ok(),
+            "{}: no `{column}`",
+            csv.display()
+        );
     }
     let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
     assert!(md.contains('|'), "summary.md holds no table:\n{md}");
@@ -131,7 +139,11 @@ pub fn check_report(run_dir: &Path, strategies: usize, variants: usize) {
             _ => {}
         }
     }
-    assert!(pngs >= 3 && svgs >= 3, "plots in {}: {pngs} PNG, {svgs} SVG", run_dir.display());
+    assert!(
+        pngs >= 3 && svgs >= 3,
+        "plots in {}: {pngs} PNG, {svgs} SVG",
+        run_dir.display()
+    );
 }
 
 /// A string column's values.
@@ -140,7 +152,7 @@ pub fn strings(df: &DataFrame, name: &str) -> Vec<Option<String>> {
         .unwrap()
         .str()
         .unwrap()
-        .into_iter()
+        .iter()
         .map(|v| v.map(str::to_string))
         .collect()
 }
@@ -153,6 +165,6 @@ pub fn floats(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
         .unwrap()
         .f64()
         .unwrap()
-        .into_iter()
+        .iter()
         .collect()
 }

@@ -85,20 +85,44 @@ fn engine_line(id: &str, tp: usize) -> String {
 fn a_job_s_rows_come_beside_the_baseline_with_placement_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let a = attempt(dir.path(), 1, JobState::Completed);
-    std::fs::write(&a.script.out, format!("{}\n{}\n", engine_line("p02", 2), engine_line("p01", 2))).unwrap();
+    std::fs::write(
+        &a.script.out,
+        format!("{}\n{}\n", engine_line("p02", 2), engine_line("p01", 2)),
+    )
+    .unwrap();
     std::fs::write(&a.script.placement, "1 node-b 0,1\n0 node-a 0,1\n").unwrap();
     let table = dir.path().join("run.parquet");
     let mut c = ResultCollector::new(
-        vec![baseline("p01", "2k"), baseline("p02", "2k"), baseline("p01", "4k")],
+        vec![
+            baseline("p01", "2k"),
+            baseline("p02", "2k"),
+            baseline("p01", "4k"),
+        ],
         vec!["tp-single-node".into()],
         table.clone(),
     );
-    let j = job("tp-single-node", "2k", JobProgress::Succeeded, vec![a.clone()]);
+    let j = job(
+        "tp-single-node",
+        "2k",
+        JobProgress::Succeeded,
+        vec![a.clone()],
+    );
     let got = c.collect_attempt(&j, &a);
-    assert_eq!(got, Collected { answered: 2, missing: 0 });
+    assert_eq!(
+        got,
+        Collected {
+            answered: 2,
+            missing: 0
+        }
+    );
     let rows = c.rows();
     // The baseline table's order, not the artifact's.
-    assert_eq!(rows.iter().map(|r| r.prompt_id.as_str()).collect::<Vec<_>>(), ["p01", "p02"]);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.prompt_id.as_str())
+            .collect::<Vec<_>>(),
+        ["p01", "p02"]
+    );
     let r = &rows[0];
     assert_eq!(r.cluster_completion.as_deref(), Some("answer p01"));
     assert_eq!(r.local_completion.as_deref(), Some("answer p01"));
@@ -117,20 +141,46 @@ fn a_malformed_row_is_reported_and_the_others_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let a = attempt(dir.path(), 1, JobState::Completed);
     let wrong_tp = engine_line("p02", 4);
-    std::fs::write(&a.script.out, format!("{}\n{wrong_tp}\n{{\"prompt_id\":", engine_line("p01", 2))).unwrap();
+    std::fs::write(
+        &a.script.out,
+        format!("{}\n{wrong_tp}\n{{\"prompt_id\":", engine_line("p01", 2)),
+    )
+    .unwrap();
     let mut c = ResultCollector::new(
-        vec![baseline("p01", "2k"), baseline("p02", "2k"), baseline("p03", "2k")],
+        vec![
+            baseline("p01", "2k"),
+            baseline("p02", "2k"),
+            baseline("p03", "2k"),
+        ],
         vec!["s".into()],
         dir.path().join("t.parquet"),
     );
     let got = c.collect_attempt(&job("s", "2k", JobProgress::Succeeded, vec![a.clone()]), &a);
-    assert_eq!(got, Collected { answered: 1, missing: 2 });
+    assert_eq!(
+        got,
+        Collected {
+            answered: 1,
+            missing: 2
+        }
+    );
     let problems: Vec<String> = c.problems().iter().map(|p| p.to_string()).collect();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("out.jsonl: row 3")), "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("row 2: prompt p02 ran at tp=Some(4)")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("out.jsonl: row 3")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("row 2: prompt p02 ran at tp=Some(4)")),
+        "{problems:?}"
+    );
     let rows = c.rows();
-    assert!(rows[1].error.as_deref().unwrap().contains("no readable row"));
+    assert!(rows[1]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("no readable row"));
     // Collecting again after a restart gives the same rows and no duplicate problems.
     c.collect_attempt(&job("s", "2k", JobProgress::Succeeded, vec![a.clone()]), &a);
     assert_eq!(c.problems().len(), 2);
@@ -157,7 +207,13 @@ fn a_failed_job_gives_error_rows_with_its_reason() {
         created_unix: 0,
         jobs: vec![j],
     };
-    assert_eq!(c.collect_run(&state), Collected { answered: 0, missing: 1 });
+    assert_eq!(
+        c.collect_run(&state),
+        Collected {
+            answered: 0,
+            missing: 1
+        }
+    );
     let rows = c.rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].variant, "4k");
