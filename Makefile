@@ -37,7 +37,7 @@ model: build
 	ENGINE_BIN=$(ENGINE_BIN) bash scripts/fetch-models.sh
 
 # The main job on the embedded default: baseline (engine serve), the four strategies (local
-# launcher, mpirun), scoring and the report, on SmolLM2 with the optimised engine. Two prompt IDs
+# launcher, mpirun), scoring and the report, on SmolLM2 with the optimised engine. One prompt ID
 # by default (configs/demo.toml); `make demo ALL=1` runs all 20.
 demo: model
 	cargo build --release -p shardlab-engine --bin engine
