@@ -114,7 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (records, table) = pipeline.prompts()?;
     pipeline.strategies(&pipeline.profile()?)?;
     eprintln!(
-        "[1/4] baseline: {} prompts ({} IDs x variants)",
+        "[1/4] baseline: {} prompts ({} prompt IDs, 2k and 4k)",
         table.rows.len(),
         records.len() / 2
     );

@@ -159,6 +159,15 @@ impl DistributedExperimentPipeline {
             profile.model.layers = None;
             profile.model.intermediate_size = None;
         }
+        // Jobs run in their attempt's folder: a relative path is taken from where the driver
+        // runs (the repository root), as the config's other paths are.
+        for path in [&mut profile.model.path, &mut profile.engine.binary] {
+            if path.is_relative() && path.components().count() > 1 {
+                if let Ok(absolute) = std::path::absolute(&*path) {
+                    *path = absolute;
+                }
+            }
+        }
         profile.engine.max_new_tokens = self.config.baseline.max_tokens as usize;
         profile.engine.prompt_format = match self.config.baseline.mode {
             crate::inference::openai_client::ApiMode::Chat => PromptFormat::Chat,
