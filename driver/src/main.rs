@@ -137,11 +137,7 @@ fn jobs(args: JobsArgs) -> anyhow::Result<i32> {
         profile.engine.binary = engine;
     }
     if let Some(model) = args.model {
-        profile.model.path = model;
-        profile.model.heads = None;
-        profile.model.kv_heads = None;
-        profile.model.layers = None;
-        profile.model.intermediate_size = None;
+        profile.model.use_config_json_at(model);
     }
     if let Some(walltime) = args.walltime {
         profile.slurm.walltime = walltime;

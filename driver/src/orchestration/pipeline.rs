@@ -153,11 +153,7 @@ impl DistributedExperimentPipeline {
             None
         };
         if let Some(model) = model {
-            profile.model.path = PathBuf::from(model);
-            profile.model.heads = None;
-            profile.model.kv_heads = None;
-            profile.model.layers = None;
-            profile.model.intermediate_size = None;
+            profile.model.use_config_json_at(PathBuf::from(model));
         }
         // Jobs run in their attempt's folder: a relative path is taken from where the driver
         // runs (the repository root), as the config's other paths are.

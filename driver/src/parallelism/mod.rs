@@ -127,6 +127,7 @@ mod tests {
             kv_heads: 4,
             layers: 4,
             intermediate_size: Some(384),
+            ..Default::default()
         };
         let got = layouts(&p, &tiny);
         let names: Vec<_> = got.iter().map(|g| (g.1, g.2, g.3, g.4)).collect();
@@ -159,6 +160,7 @@ mod tests {
             kv_heads: 3,
             layers: 30,
             intermediate_size: Some(1536),
+            ..Default::default()
         };
         let local = profile("local-ci");
         let err = strategy_by_name("tp-across-nodes", &local, &smollm2)

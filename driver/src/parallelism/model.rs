@@ -1,5 +1,6 @@
 //! The facts about a model that decide which parallel layouts are possible: attention heads, KV
-//! heads, layers (and the MLP width), from a Hugging Face `config.json` or stated in a profile.
+//! heads, layers (and the MLP width), from a Hugging Face `config.json` or stated in a profile;
+//! and the widths the performance model (`crate::perf`) counts FLOPs and bytes with.
 
 use std::path::Path;
 
@@ -7,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::strategy::StrategyError;
 
-/// The shape facts of a Llama-architecture model that constrain tp and pp.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The shape facts of a Llama-architecture model that constrain tp and pp (and size its costs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelFacts {
     /// Query heads (`num_attention_heads`).
     pub heads: usize,
@@ -19,6 +20,18 @@ pub struct ModelFacts {
     /// MLP width (`intermediate_size`), split by column-parallel gate/up projections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediate_size: Option<usize>,
+    /// Model width (`hidden_size`); only the performance model needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_size: Option<usize>,
+    /// Width of one attention head (`head_dim`; absent: hidden_size / heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Vocabulary (`vocab_size`): the embedding's and the LM head's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
+    /// The LM head reuses the embedding's weights (`tie_word_embeddings`, HF's default false).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
 }
 
 /// The fields of `config.json` this module reads.
@@ -30,16 +43,29 @@ struct HfConfig {
     num_hidden_layers: usize,
     #[serde(default)]
     intermediate_size: Option<usize>,
+    #[serde(default)]
+    hidden_size: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default)]
+    vocab_size: Option<usize>,
+    #[serde(default)]
+    tie_word_embeddings: bool,
 }
 
 impl ModelFacts {
-    /// Llama 3.3 70B Instruct: 64 heads, 8 KV heads, 80 layers.
+    /// Llama 3.3 70B Instruct (its config.json): 64 heads, 8 KV heads, 80 layers, hidden 8192,
+    /// head_dim 128, MLP 28672, vocab 128256, untied LM head.
     pub fn llama_3_3_70b() -> Self {
         Self {
             heads: 64,
             kv_heads: 8,
             layers: 80,
             intermediate_size: Some(28672),
+            hidden_size: Some(8192),
+            head_dim: Some(128),
+            vocab_size: Some(128256),
+            tie_word_embeddings: false,
         }
     }
 
@@ -61,6 +87,10 @@ impl ModelFacts {
                 .unwrap_or(config.num_attention_heads),
             layers: config.num_hidden_layers,
             intermediate_size: config.intermediate_size,
+            hidden_size: config.hidden_size,
+            head_dim: config.head_dim,
+            vocab_size: config.vocab_size,
+            tie_word_embeddings: config.tie_word_embeddings,
         };
         facts.check().map_err(|reason| StrategyError::ModelConfig {
             path: path.to_path_buf(),
@@ -104,6 +134,28 @@ mod tests {
         let facts = ModelFacts::from_config_json(&path).unwrap();
         assert_eq!((facts.heads, facts.kv_heads, facts.layers), (9, 3, 30));
         assert_eq!(facts.intermediate_size, Some(1536));
+        assert_eq!(facts.hidden_size, Some(576));
+        assert_eq!((facts.head_dim, facts.vocab_size), (None, None));
+        assert!(!facts.tie_word_embeddings);
+    }
+
+    #[test]
+    fn reads_the_widths_the_performance_model_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"num_attention_heads": 9, "num_key_value_heads": 3, "num_hidden_layers": 30,
+                "hidden_size": 576, "head_dim": 64, "vocab_size": 49152,
+                "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        let facts = ModelFacts::from_config_json(&path).unwrap();
+        assert_eq!(
+            (facts.hidden_size, facts.head_dim, facts.vocab_size),
+            (Some(576), Some(64), Some(49152))
+        );
+        assert!(facts.tie_word_embeddings);
     }
 
     #[test]

@@ -127,7 +127,7 @@ mod tests {
             heads: 12,
             kv_heads: 4,
             layers: 4,
-            intermediate_size: None,
+            ..Default::default()
         };
         // 6 divides 12 heads but is neither a divisor nor a multiple of 4 KV heads.
         let err = validate_layout(

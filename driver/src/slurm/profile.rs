@@ -137,9 +137,30 @@ pub struct ModelSpec {
     pub kv_heads: Option<usize>,
     pub layers: Option<usize>,
     pub intermediate_size: Option<usize>,
+    /// The widths only the performance model needs (`driver plan --predict`), as in config.json.
+    pub hidden_size: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab_size: Option<usize>,
+    pub tie_word_embeddings: Option<bool>,
 }
 
 impl ModelSpec {
+    /// Points the spec at another model folder, whose shape is then read from its config.json
+    /// (the shape stated for the old model no longer holds).
+    pub fn use_config_json_at(&mut self, path: PathBuf) {
+        *self = Self {
+            path,
+            heads: None,
+            kv_heads: None,
+            layers: None,
+            intermediate_size: None,
+            hidden_size: None,
+            head_dim: None,
+            vocab_size: None,
+            tie_word_embeddings: None,
+        };
+    }
+
     /// The model's facts: as stated when heads, KV heads and layers are all given, otherwise
     /// from `<path>/config.json` on this machine.
     pub fn facts(&self) -> Result<ModelFacts, StrategyError> {
@@ -150,6 +171,10 @@ impl ModelSpec {
                     kv_heads,
                     layers,
                     intermediate_size: self.intermediate_size,
+                    hidden_size: self.hidden_size,
+                    head_dim: self.head_dim,
+                    vocab_size: self.vocab_size,
+                    tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
                 };
                 facts.check().map_err(|reason| StrategyError::ModelConfig {
                     path: self.path.clone(),
@@ -157,12 +182,22 @@ impl ModelSpec {
                 })?;
                 Ok(facts)
             }
-            (None, None, None) => ModelFacts::from_config_json(&self.path.join("config.json")),
+            (None, None, None) if self.states_no_width() => {
+                ModelFacts::from_config_json(&self.path.join("config.json"))
+            }
             _ => Err(StrategyError::ModelConfig {
                 path: self.path.clone(),
-                reason: "[model] in the profile: give all of heads, kv_heads and layers, or none (read from config.json)".into(),
+                reason: "[model] in the profile: give all of heads, kv_heads and layers (widths optional), or none of them nor any width (all read from config.json)".into(),
             }),
         }
+    }
+
+    fn states_no_width(&self) -> bool {
+        self.intermediate_size.is_none()
+            && self.hidden_size.is_none()
+            && self.head_dim.is_none()
+            && self.vocab_size.is_none()
+            && self.tie_word_embeddings.is_none()
     }
 }
 
@@ -386,6 +421,19 @@ mod tests {
         assert_eq!(example.model.facts().unwrap(), ModelFacts::llama_3_3_70b());
         let local = ClusterProfile::load(&profiles_dir().join("local-ci.toml")).unwrap();
         assert_eq!((local.cluster.nodes, local.cluster.gpus_per_node), (2, 2));
+    }
+
+    #[test]
+    fn widths_without_heads_kv_heads_and_layers_are_refused() {
+        let mut p = ClusterProfile::load(&profiles_dir().join("example-cluster.toml")).unwrap();
+        p.model.heads = None;
+        p.model.kv_heads = None;
+        p.model.layers = None;
+        let err = p.model.facts().unwrap_err().to_string();
+        assert!(err.contains("nor any width"), "{err}");
+        p.model.use_config_json_at(PathBuf::from("/nowhere"));
+        let err = p.model.facts().unwrap_err().to_string();
+        assert!(err.contains("/nowhere/config.json"), "{err}");
     }
 
     #[test]
