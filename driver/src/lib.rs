@@ -1,5 +1,5 @@
 //! The local side of shardlab: prompt sets, the prompt table, the baseline run, Slurm jobs,
-//! result collection, correctness scoring and reports.
+//! result collection, correctness scoring and reports; a performance model of the strategies.
 //!
 //! Not for: running the model; that is the engine's job, launched by the driver (`engine serve`
 //! for the embedded baseline, `engine run` under Slurm for the strategies).
@@ -11,6 +11,7 @@ pub mod inference;
 pub mod metrics;
 pub mod orchestration;
 pub mod parallelism;
+pub mod perf;
 pub mod results;
 pub mod slurm;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::parallelism::model::ModelFacts;
 use crate::parallelism::strategy::StrategyError;
+use crate::perf::HardwareSpec;
 
 /// A cluster and the model it runs, as read from `slurm/profiles/<name>.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub struct ClusterProfile {
     pub env: BTreeMap<String, String>,
     pub model: ModelSpec,
     pub engine: EngineSettings,
+    /// What each GPU and link can do, for `driver plan --predict` only (no effect on jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<HardwareSpec>,
     #[serde(default)]
     pub retry: RetryPolicy,
     /// Per-strategy overrides, keyed by strategy name (`pp-across-nodes`, ...).
@@ -354,6 +358,11 @@ impl ClusterProfile {
         if self.retry.max_tries == 0 {
             return Err(field("retry.max_tries", "must be at least 1".into()));
         }
+        if let Some(hardware) = &self.hardware {
+            hardware
+                .resolve()
+                .map_err(|e| field(&format!("hardware.{}", e.field), e.reason))?;
+        }
         Ok(())
     }
 }
@@ -419,8 +428,36 @@ mod tests {
             (2, 8)
         );
         assert_eq!(example.model.facts().unwrap(), ModelFacts::llama_3_3_70b());
+        assert_eq!(
+            example.hardware,
+            Some(crate::perf::HardwareSpec::preset("h100-sxm"))
+        );
         let local = ClusterProfile::load(&profiles_dir().join("local-ci.toml")).unwrap();
         assert_eq!((local.cluster.nodes, local.cluster.gpus_per_node), (2, 2));
+        assert_eq!(local.hardware, None);
+    }
+
+    #[test]
+    fn a_bad_hardware_figure_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let text = std::fs::read_to_string(profiles_dir().join("example-cluster.toml")).unwrap();
+        let with = |line: &str| {
+            text.replace(
+                "preset = \"h100-sxm\"",
+                &format!("preset = \"h100-sxm\"\n{line}"),
+            )
+        };
+        std::fs::write(&path, with("inter_node_bytes_per_s = 100e9")).unwrap();
+        let p = ClusterProfile::load(&path).unwrap();
+        let spec = p.hardware.unwrap();
+        assert_eq!(spec.inter_node_bytes_per_s, Some(100e9));
+        std::fs::write(&path, with("achievable_fraction = 0")).unwrap();
+        let err = ClusterProfile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("hardware.achievable_fraction"), "{err}");
+        std::fs::write(&path, with("nvlink = 1")).unwrap();
+        let err = ClusterProfile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("nvlink"), "{err}");
     }
 
     #[test]

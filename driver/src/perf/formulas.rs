@@ -1,0 +1,338 @@
+//! Every formula of the performance model, each with its source: parameters, FLOPs and HBM bytes
+//! of one rank's share of a pipeline stage, the KV cache, ring all-reduce and send times, the
+//! roofline, and pipeline timing (bubble, fill and drain, the engine's decode round).
+//!
+//! Counts are f64: they reach 1e15 and only feed divisions.
+
+use super::hardware::Link;
+use super::model_shape::ModelShape;
+
+/// KV heads one rank of a tp group holds: kv_heads / tp, but at least one, since with more ranks
+/// than KV heads each KV head is replicated (the engine's `HeadShard`; Llama 3.3 70B at tp=16).
+pub fn kv_heads_per_rank(m: &ModelShape, tp: usize) -> f64 {
+    (m.kv_heads as f64 / tp as f64).max(1.0)
+}
+
+/// Parameters of one decoder layer on one rank: q and o (d x heads·head_dim each), k and v
+/// (d x kv_heads·head_dim each), gate, up and down (d x intermediate each), two RMSNorm weights.
+/// Source: the Llama block (Touvron et al. 2023) split as Megatron-LM's column/row-parallel
+/// linears (Shoeybi et al. 2019, sec. 3): each matrix tp ways, K/V per the heads a rank holds,
+/// norms replicated.
+pub fn layer_params_per_rank(m: &ModelShape, tp: usize) -> f64 {
+    let d = m.hidden_size as f64;
+    let tp = tp as f64;
+    let q_width = (m.heads * m.head_dim) as f64;
+    let q_and_o = 2.0 * d * q_width / tp;
+    let k_and_v = 2.0 * d * kv_heads_per_rank(m, tp as usize) * m.head_dim as f64;
+    let mlp = 3.0 * d * m.intermediate_size as f64 / tp;
+    q_and_o + k_and_v + mlp + 2.0 * d
+}
+
+/// Parameters of the embedding (or the LM head) on one rank: vocab x d split over the vocabulary
+/// (Megatron-LM's vocab-parallel embedding, the engine's `VocabParallelEmbedding`).
+pub fn vocab_params_per_rank(m: &ModelShape, tp: usize) -> f64 {
+    (m.vocab_size * m.hidden_size) as f64 / tp as f64
+}
+
+/// What a pipeline stage holds: its decoder layers, and the embedding (first stage) and LM head
+/// (last stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageSlice {
+    pub layers: usize,
+    pub embedding: bool,
+    pub lm_head: bool,
+}
+
+/// One micro-batch through a stage: `rows` new tokens, attending over `attended` positions in
+/// all (summed over the rows), reading `kv_read` cached positions' keys and values per layer, and
+/// `logits_rows` rows whose logits are needed (one per sequence).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    pub rows: f64,
+    pub attended: f64,
+    pub kv_read: f64,
+    pub logits_rows: f64,
+}
+
+/// FLOPs and HBM bytes of one rank's share of a pass through a stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Work {
+    pub flops: f64,
+    pub hbm_bytes: f64,
+}
+
+/// Weights one rank of a stage holds, in bytes. The LM head is its own copy unless it is tied
+/// to an embedding on the same stage.
+pub fn stage_weight_bytes(m: &ModelShape, tp: usize, stage: StageSlice) -> f64 {
+    let vocab = vocab_params_per_rank(m, tp);
+    let shared_head = m.tie_word_embeddings && stage.embedding;
+    let params = stage.layers as f64 * layer_params_per_rank(m, tp)
+        + if stage.embedding { vocab } else { 0.0 }
+        + if stage.lm_head && !shared_head {
+            vocab
+        } else {
+            0.0
+        }
+        + if stage.lm_head {
+            m.hidden_size as f64 // the final RMSNorm
+        } else {
+            0.0
+        };
+    params * m.value_bytes as f64
+}
+
+/// Dense matmul FLOPs: 2 per weight per token (a multiply and an add).
+/// Source: Kaplan et al. 2020, "Scaling Laws for Neural Language Models", Table 1 (C ≈ 2N).
+pub fn matmul_flops(params: f64, rows: f64) -> f64 {
+    2.0 * params * rows
+}
+
+/// Attention FLOPs of one layer on one rank: per token and attended position, QKᵀ and the
+/// weighted sum of V cost 2·head_dim each per query head: 4 · attended · (heads / tp) · head_dim.
+/// Source: Kaplan et al. 2020, Table 1 (2·n_ctx·d_attn for QKᵀ) with the same again for ·V, as in
+/// Hoffmann et al. 2022 (Chinchilla), appendix F.
+pub fn attention_flops_per_layer(m: &ModelShape, tp: usize, attended: f64) -> f64 {
+    4.0 * attended * (m.heads as f64 / tp as f64) * m.head_dim as f64
+}
+
+/// Positions attended to over a causal prefill of `n` tokens: 1 + 2 + … + n = n(n+1)/2.
+pub fn causal_attended(n: usize) -> f64 {
+    let n = n as f64;
+    n * (n + 1.0) / 2.0
+}
+
+/// KV cache bytes of one layer on one rank for `positions` cached tokens: keys and values,
+/// each kv_heads_per_rank x head_dim values per position (engine/src/runtime/kv_cache.rs).
+pub fn kv_cache_bytes_per_layer(m: &ModelShape, tp: usize, positions: f64) -> f64 {
+    2.0 * kv_heads_per_rank(m, tp) * m.head_dim as f64 * positions * m.value_bytes as f64
+}
+
+/// FLOPs and HBM bytes of one rank's share of `pass` through `stage`. Weights are read once per
+/// pass whatever its rows (the engine's pipeline doc: "a stage reads its weights once per
+/// micro-batch"), plus the cached keys and values; the embedding reads only `rows` of its table,
+/// which is left out, as are activations (small next to the weights).
+pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass) -> Work {
+    let layers = stage.layers as f64;
+    let layer_params = layer_params_per_rank(m, tp);
+    let head_params = if stage.lm_head {
+        vocab_params_per_rank(m, tp)
+    } else {
+        0.0
+    };
+    let flops = layers
+        * (matmul_flops(layer_params, pass.rows) + attention_flops_per_layer(m, tp, pass.attended))
+        + matmul_flops(head_params, pass.logits_rows);
+    let hbm_bytes = (layers * layer_params + head_params) * m.value_bytes as f64
+        + layers * kv_cache_bytes_per_layer(m, tp, pass.kv_read);
+    Work { flops, hbm_bytes }
+}
+
+/// All-reduces one pass through a stage makes over its tp group: two per layer (after attention's
+/// o_proj and after the MLP's down_proj, Megatron-LM sec. 3) and one after the vocab-parallel
+/// embedding. None when tp = 1.
+pub fn all_reduces_per_pass(stage: StageSlice, tp: usize) -> usize {
+    if tp <= 1 {
+        return 0;
+    }
+    2 * stage.layers + usize::from(stage.embedding)
+}
+
+/// Ring all-reduce of `bytes` over `ranks`: a reduce-scatter and an all-gather of n−1 steps each,
+/// every step moving bytes/n per rank, so 2(n−1)/n · bytes / bandwidth + 2(n−1) · latency.
+/// Source: Patarasuk & Yuan 2009, "Bandwidth optimal all-reduce algorithms for clusters of
+/// workstations"; Thakur, Rabenseifner & Gropp 2005 (the α–β cost model); NCCL's "bus bandwidth".
+pub fn ring_all_reduce_seconds(bytes: f64, ranks: usize, link: Link) -> f64 {
+    if ranks <= 1 {
+        return 0.0;
+    }
+    let n = ranks as f64;
+    2.0 * (n - 1.0) / n * bytes / link.bytes_per_s + 2.0 * (n - 1.0) * link.latency_s
+}
+
+/// One message of `bytes`: latency + bytes / bandwidth (Hockney's α–β model, 1994).
+pub fn send_seconds(bytes: f64, link: Link) -> f64 {
+    link.latency_s + bytes / link.bytes_per_s
+}
+
+/// Roofline: a kernel takes the longer of its compute time and its memory time; returns both
+/// (compute, memory). Source: Williams, Waterman & Patterson 2009, "Roofline".
+pub fn roofline_seconds(work: Work, flops_per_s: f64, hbm_bytes_per_s: f64) -> (f64, f64) {
+    (work.flops / flops_per_s, work.hbm_bytes / hbm_bytes_per_s)
+}
+
+/// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
+/// stages once (fill and drain): (pp−1) / (m + pp−1). Source: Huang et al. 2019 (GPipe), sec. 2.3;
+/// Narayanan et al. 2021 (Megatron-LM at scale), sec. 2.2.1.
+pub fn bubble_fraction(pp: usize, micro_batches: usize) -> f64 {
+    let (pp, m) = (pp as f64, micro_batches.max(1) as f64);
+    (pp - 1.0) / (m + pp - 1.0)
+}
+
+/// Time for `micro_batches` to pass through stages taking `stage_seconds` each: the first passes
+/// every stage, the rest leave at the slowest stage's pace: Σ t_s + (m−1) · max t_s; for equal
+/// stages (m + pp − 1) · t, GPipe's schedule.
+pub fn pipeline_seconds(stage_seconds: &[f64], micro_batches: usize) -> f64 {
+    let sum: f64 = stage_seconds.iter().sum();
+    sum + micro_batches.saturating_sub(1) as f64 * max_of(stage_seconds)
+}
+
+/// Time between two tokens of one sequence when `groups` decode groups cycle round robin through
+/// the stages (engine/src/runtime/pipeline.rs): a group's round trip Σ t_s, or, with more groups
+/// than the round trip holds, `groups` turns of the slowest stage: max(Σ t_s, g · max t_s).
+pub fn decode_round_seconds(stage_seconds: &[f64], groups: usize) -> f64 {
+    let sum: f64 = stage_seconds.iter().sum();
+    sum.max(groups as f64 * max_of(stage_seconds))
+}
+
+/// How the engine splits a batch for decode (engine/src/runtime/pipeline.rs): into
+/// max(micro_batches or pp, pp) groups of ceil(batch / that) sequences; returns (groups, size).
+/// Without stages (pp = 1) the batch decodes whole, whatever the micro-batches.
+pub fn decode_groups(batch: usize, micro_batches: Option<usize>, pp: usize) -> (usize, usize) {
+    if pp <= 1 {
+        return (1, batch.max(1));
+    }
+    let wanted = micro_batches.unwrap_or(pp).max(pp).max(1);
+    let size = batch.div_ceil(wanted).max(1);
+    (batch.div_ceil(size), size)
+}
+
+fn max_of(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(got: f64, want: f64) -> bool {
+        (got - want).abs() <= 1e-9 * want.abs().max(1e-12)
+    }
+
+    const WHOLE_MODEL: StageSlice = StageSlice {
+        layers: 80,
+        embedding: true,
+        lm_head: true,
+    };
+
+    #[test]
+    fn llama_70b_holds_70_55_billion_parameters() {
+        // Per layer: q, o 8192·8192 = 67,108,864 each; k, v 8192·1024 = 8,388,608 each;
+        // gate, up, down 8192·28672 = 234,881,024 each; norms 2·8192.
+        // 134,217,728 + 16,777,216 + 704,643,072 + 16,384 = 855,654,400; x 80 = 68,452,352,000.
+        // Embedding and LM head 128,256·8192 = 1,050,673,152 each; final norm 8192.
+        // 68,452,352,000 + 2,101,346,304 + 8192 = 70,553,706,496 parameters, x 2 bytes.
+        let m = ModelShape::llama_3_3_70b_bf16();
+        assert_eq!(layer_params_per_rank(&m, 1), 855_654_400.0);
+        assert_eq!(
+            stage_weight_bytes(&m, 1, WHOLE_MODEL),
+            2.0 * 70_553_706_496.0
+        );
+    }
+
+    #[test]
+    fn llama_70b_reads_17_4_gb_per_decode_token_at_tp8_in_bf16() {
+        // One rank of tp=8, per layer: q, o 8,388,608 each; k, v one KV head 8192·128 = 1,048,576
+        // each; MLP 3·8192·3584 = 88,080,384; norms 16,384: 106,971,136; x 80 = 8,557,690,880.
+        // LM head 128,256·8192 / 8 = 131,334,144 (the embedding reads one row, not counted).
+        // (8,557,690,880 + 131,334,144) x 2 bytes = 17,378,050,048 bytes.
+        // KV cache at 4096 positions: 2 (K, V) x 1 head x 128 x 4096 x 2 bytes = 2,097,152 per
+        // layer, x 80 = 167,772,160 bytes.
+        let m = ModelShape::llama_3_3_70b_bf16();
+        let token = |kv_read| Pass {
+            rows: 1.0,
+            attended: kv_read,
+            kv_read,
+            logits_rows: 1.0,
+        };
+        let weights_only = stage_pass_work(&m, 8, WHOLE_MODEL, token(0.0));
+        assert_eq!(weights_only.hbm_bytes, 17_378_050_048.0);
+        let at_4k = stage_pass_work(&m, 8, WHOLE_MODEL, token(4096.0));
+        assert_eq!(at_4k.hbm_bytes, 17_378_050_048.0 + 167_772_160.0);
+        // FLOPs: 2 per weight read (8,689,025,024 weights) plus attention
+        // 80 x 4 x 4096 x 8 heads x 128 = 1,342,177,280.
+        assert_eq!(at_4k.flops, 2.0 * 8_689_025_024.0 + 1_342_177_280.0);
+    }
+
+    #[test]
+    fn tp16_replicates_the_70b_kv_heads() {
+        // 8 KV heads over 16 ranks: each rank still holds one whole KV head.
+        let m = ModelShape::llama_3_3_70b_bf16();
+        assert_eq!(kv_heads_per_rank(&m, 16), 1.0);
+        assert_eq!(kv_heads_per_rank(&m, 4), 2.0);
+        assert_eq!(kv_cache_bytes_per_layer(&m, 16, 1.0), 512.0);
+    }
+
+    #[test]
+    fn all_reduce_of_a_2k_x_8192_bf16_activation_over_16_ranks_on_a_50_gb_s_link() {
+        // bytes = 2048 x 8192 x 2 = 33,554,432.
+        // bandwidth term: 2 x 15/16 x 33,554,432 / 50e9 = 62,914,560 / 50e9 = 1.2582912 ms.
+        // latency term: 2 x 15 x 5 us = 0.15 ms.  Total 1.4082912 ms.
+        let link = Link {
+            bytes_per_s: 50e9,
+            latency_s: 5e-6,
+        };
+        let got = ring_all_reduce_seconds(2048.0 * 8192.0 * 2.0, 16, link);
+        assert!(close(got, 1.4082912e-3), "{got}");
+        assert_eq!(ring_all_reduce_seconds(1e9, 1, link), 0.0);
+    }
+
+    #[test]
+    fn a_send_costs_its_latency_plus_its_bytes_over_the_bandwidth() {
+        // 8192 x 4 bytes over 50 GB/s: 0.65536 us, + 5 us.
+        let link = Link {
+            bytes_per_s: 50e9,
+            latency_s: 5e-6,
+        };
+        assert!(close(send_seconds(32768.0, link), 5.65536e-6));
+    }
+
+    #[test]
+    fn the_bubble_is_pp_minus_1_over_m_plus_pp_minus_1() {
+        // pp=2, m=8: 1/9; pp=16, m=1: 15/16; pp=1: no bubble; pp=4, m=4: 3/7.
+        assert!(close(bubble_fraction(2, 8), 1.0 / 9.0));
+        assert!(close(bubble_fraction(16, 1), 15.0 / 16.0));
+        assert_eq!(bubble_fraction(1, 5), 0.0);
+        assert!(close(bubble_fraction(4, 4), 3.0 / 7.0));
+        // Equal stages of 1 s: m + pp - 1 turns, of which pp - 1 are the bubble.
+        let t = pipeline_seconds(&[1.0; 4], 4);
+        assert_eq!(t, 7.0);
+        assert!(close((t - 4.0) / t, bubble_fraction(4, 4)));
+    }
+
+    #[test]
+    fn decode_rounds_follow_the_engines_group_schedule() {
+        // The engine splits batch 8 over max(pp, micro-batches) groups.
+        assert_eq!(decode_groups(8, None, 1), (1, 8));
+        assert_eq!(decode_groups(8, None, 2), (2, 4));
+        assert_eq!(decode_groups(8, None, 16), (8, 1));
+        assert_eq!(decode_groups(8, Some(4), 2), (4, 2));
+        assert_eq!(decode_groups(1, None, 2), (1, 1));
+        assert_eq!(decode_groups(8, Some(4), 1), (1, 8));
+        // One group waits for its round trip; more groups than stages queue at the slowest.
+        assert_eq!(decode_round_seconds(&[1.0, 2.0], 1), 3.0);
+        assert_eq!(decode_round_seconds(&[1.0, 2.0], 4), 8.0);
+    }
+
+    #[test]
+    fn a_tied_lm_head_on_the_embeddings_stage_is_not_counted_twice() {
+        let tied = ModelShape {
+            tie_word_embeddings: true,
+            ..ModelShape::llama_3_3_70b_bf16()
+        };
+        let untied = ModelShape::llama_3_3_70b_bf16();
+        let vocab_bytes = 2.0 * 1_050_673_152.0;
+        assert_eq!(
+            stage_weight_bytes(&untied, 1, WHOLE_MODEL) - stage_weight_bytes(&tied, 1, WHOLE_MODEL),
+            vocab_bytes
+        );
+        let last = StageSlice {
+            layers: 40,
+            embedding: false,
+            lm_head: true,
+        };
+        assert_eq!(
+            stage_weight_bytes(&tied, 1, last),
+            stage_weight_bytes(&untied, 1, last)
+        );
+    }
+}

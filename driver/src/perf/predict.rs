@@ -1,0 +1,391 @@
+//! [`predict`]: one strategy's figures for each prompt length: time to first token, decode time
+//! per token at batch 1 and at the run's batch, decode tokens/s and memory per GPU, each time
+//! split into the terms it is made of, so the dominating one can be named.
+//!
+//! Every stage's pass costs its roofline time (compute or HBM) plus its tp all-reduces plus its
+//! send to the next stage; stages are not overlapped with communication (the engine's sends and
+//! all-reduces block). The pipeline turns stage times into a figure (formulas.rs); the time the
+//! work would take were every stage busy is the useful part, the rest is the pipeline bubble.
+
+use serde::Serialize;
+
+use super::formulas::{
+    all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds,
+    kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
+    send_seconds, stage_pass_work, stage_weight_bytes, Pass,
+};
+use super::hardware::Hardware;
+use super::model_shape::ModelShape;
+use super::placement::Placement;
+use crate::data::prompts::Variant;
+use crate::parallelism::strategy::EngineArgs;
+use crate::slurm::profile::ClusterProfile;
+
+/// What a figure's time goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Term {
+    Compute,
+    Hbm,
+    IntraNodeComm,
+    InterNodeComm,
+    PipelineBubble,
+}
+
+impl Term {
+    pub const ALL: [Term; 5] = [
+        Term::Compute,
+        Term::Hbm,
+        Term::IntraNodeComm,
+        Term::InterNodeComm,
+        Term::PipelineBubble,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Term::Compute => "compute",
+            Term::Hbm => "HBM",
+            Term::IntraNodeComm => "intra-node comm",
+            Term::InterNodeComm => "inter-node comm",
+            Term::PipelineBubble => "pipeline bubble",
+        }
+    }
+}
+
+impl std::fmt::Display for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A predicted time, in seconds per term; the terms add up to the whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Estimate {
+    pub compute_s: f64,
+    pub hbm_s: f64,
+    pub intra_node_comm_s: f64,
+    pub inter_node_comm_s: f64,
+    pub pipeline_bubble_s: f64,
+}
+
+impl Estimate {
+    pub fn seconds(&self) -> f64 {
+        Term::ALL.iter().map(|&t| self.term(t)).sum()
+    }
+
+    pub fn term(&self, term: Term) -> f64 {
+        match term {
+            Term::Compute => self.compute_s,
+            Term::Hbm => self.hbm_s,
+            Term::IntraNodeComm => self.intra_node_comm_s,
+            Term::InterNodeComm => self.inter_node_comm_s,
+            Term::PipelineBubble => self.pipeline_bubble_s,
+        }
+    }
+
+    /// The largest term (the first of equals, in [`Term::ALL`]'s order).
+    pub fn dominant(&self) -> Term {
+        Term::ALL.into_iter().fold(Term::Compute, |best, t| {
+            if self.term(t) > self.term(best) {
+                t
+            } else {
+                best
+            }
+        })
+    }
+
+    /// Term by term sum.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            compute_s: self.compute_s + other.compute_s,
+            hbm_s: self.hbm_s + other.hbm_s,
+            intra_node_comm_s: self.intra_node_comm_s + other.intra_node_comm_s,
+            inter_node_comm_s: self.inter_node_comm_s + other.inter_node_comm_s,
+            pipeline_bubble_s: self.pipeline_bubble_s + other.pipeline_bubble_s,
+        }
+    }
+
+    /// Every term times `k`.
+    pub fn times(self, k: f64) -> Self {
+        Self {
+            compute_s: self.compute_s * k,
+            hbm_s: self.hbm_s * k,
+            intra_node_comm_s: self.intra_node_comm_s * k,
+            inter_node_comm_s: self.inter_node_comm_s * k,
+            pipeline_bubble_s: self.pipeline_bubble_s * k,
+        }
+    }
+}
+
+/// A prompt length to predict for, named as the run's variants are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptLength {
+    pub variant: String,
+    pub tokens: usize,
+}
+
+/// What the strategies are asked to do: the prompts, the tokens generated, the activation size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub prompts: Vec<PromptLength>,
+    /// Tokens generated per prompt; decode is predicted halfway through them (the mean context).
+    pub new_tokens: usize,
+    /// Bytes of one activation value in all-reduces and in sends between stages.
+    pub activation_bytes: usize,
+}
+
+// The engine all-reduces in f32 unless run with `--allreduce-dtype model`, and sends hidden
+// states between stages as f32; the driver's job scripts keep both defaults.
+const ENGINE_ACTIVATION_BYTES: usize = 4;
+
+impl Workload {
+    /// The run's workload: the 2k and 4k prompts at their token budgets, the profile's
+    /// `max_new_tokens`, activations as the engine sends them.
+    pub fn from_profile(profile: &ClusterProfile) -> Self {
+        Self {
+            prompts: Variant::ALL
+                .iter()
+                .map(|v| PromptLength {
+                    variant: v.as_str().into(),
+                    tokens: v.token_budget(),
+                })
+                .collect(),
+            new_tokens: profile.engine.max_new_tokens,
+            activation_bytes: ENGINE_ACTIVATION_BYTES,
+        }
+    }
+}
+
+/// Memory of the fullest GPU: its stage's weights and KV cache for the whole batch at the
+/// prompt's length plus the new tokens (activations and workspace left out).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    pub weights_bytes: f64,
+    pub kv_cache_bytes: f64,
+    /// Weights and KV cache fit in one GPU's memory.
+    pub fits: bool,
+}
+
+impl MemoryEstimate {
+    pub fn total_bytes(&self) -> f64 {
+        self.weights_bytes + self.kv_cache_bytes
+    }
+}
+
+/// A strategy's figures at one prompt length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VariantPrediction {
+    pub variant: String,
+    pub prompt_tokens: usize,
+    /// Time to first token of one prompt alone.
+    pub ttft: Estimate,
+    /// Time per generated token, one sequence.
+    pub decode_batch1: Estimate,
+    /// Time per generated token of each sequence, the run's batch decoding together.
+    pub decode_batch: Estimate,
+    /// Tokens generated per second by the whole batch during decode.
+    pub decode_tokens_per_s: f64,
+    pub memory: MemoryEstimate,
+}
+
+/// A strategy's predicted figures, one entry per prompt length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StrategyPrediction {
+    pub strategy: String,
+    pub tp: usize,
+    pub pp: usize,
+    pub nodes: usize,
+    pub batch_size: usize,
+    pub variants: Vec<VariantPrediction>,
+}
+
+impl StrategyPrediction {
+    pub fn gpus(&self) -> usize {
+        self.tp * self.pp
+    }
+
+    /// Every prompt length's weights and KV cache fit in a GPU.
+    pub fn fits(&self) -> bool {
+        self.variants.iter().all(|v| v.memory.fits)
+    }
+}
+
+/// One stage's share of a pass, in seconds per term (no bubble: that is the pipeline's).
+fn stage_seconds(
+    model: &ModelShape,
+    args: &EngineArgs,
+    hardware: &Hardware,
+    pass: Pass,
+    activation_bytes: usize,
+) -> Vec<Estimate> {
+    let place = Placement::new(args);
+    let stages = place.stages();
+    let last = stages.len().saturating_sub(1);
+    let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
+    stages
+        .iter()
+        .enumerate()
+        .map(|(s, &stage)| {
+            let work = stage_pass_work(model, args.tp, stage, pass);
+            let (compute, hbm) =
+                roofline_seconds(work, hardware.flops_per_s, hardware.hbm_bytes_per_s);
+            let mut e = if compute >= hbm {
+                Estimate {
+                    compute_s: compute,
+                    ..Estimate::default()
+                }
+            } else {
+                Estimate {
+                    hbm_s: hbm,
+                    ..Estimate::default()
+                }
+            };
+            let mut comm = |spans_nodes: bool, seconds: f64| {
+                if spans_nodes {
+                    e.inter_node_comm_s += seconds;
+                } else {
+                    e.intra_node_comm_s += seconds;
+                }
+            };
+            let spans = place.tp_group_spans_nodes(s);
+            comm(
+                spans,
+                all_reduces_per_pass(stage, args.tp) as f64
+                    * ring_all_reduce_seconds(activation, args.tp, hardware.link(spans)),
+            );
+            if s < last {
+                // Every tp rank sends its copy to its peer: over the network they share the
+                // node's link; inside a node each pair has its own.
+                let crosses = place.send_crosses_nodes(s, s + 1);
+                let copies = if crosses { args.tp as f64 } else { 1.0 };
+                comm(
+                    crosses,
+                    send_seconds(activation * copies, hardware.link(crosses)),
+                );
+            } else if last > 0 {
+                // The sampled tokens go back to the first stage: a message of a few bytes.
+                let crosses = place.send_crosses_nodes(s, 0);
+                comm(crosses, send_seconds(0.0, hardware.link(crosses)));
+            }
+            e
+        })
+        .collect()
+}
+
+/// A pipeline figure from its stage times: `busy_passes` passes of every stage are the useful
+/// work, spread over the pp stages; whatever `total` holds beyond that is the bubble.
+fn pipeline_estimate(stages: &[Estimate], busy_passes: usize, total: f64) -> Estimate {
+    let per_stage = stages
+        .iter()
+        .fold(Estimate::default(), |sum, s| sum.plus(*s))
+        .times(busy_passes as f64 / stages.len() as f64);
+    Estimate {
+        pipeline_bubble_s: (total - per_stage.seconds()).max(0.0),
+        ..per_stage
+    }
+}
+
+fn totals(stages: &[Estimate]) -> Vec<f64> {
+    stages.iter().map(Estimate::seconds).collect()
+}
+
+/// Predicts one strategy's figures on `hardware` (peak figures: the achievable fraction is
+/// applied here) for each of the workload's prompt lengths.
+pub fn predict(
+    strategy: &str,
+    args: &EngineArgs,
+    model: &ModelShape,
+    hardware: &Hardware,
+    workload: &Workload,
+) -> StrategyPrediction {
+    let hw = hardware.achievable();
+    let seconds = |pass| stage_seconds(model, args, &hw, pass, workload.activation_bytes);
+    let decode = |batch: usize, context: f64| {
+        let (groups, size) = decode_groups(batch, args.micro_batches, args.pp);
+        let rows = size as f64;
+        let stages = seconds(Pass {
+            rows,
+            attended: rows * context,
+            kv_read: rows * context,
+            logits_rows: rows,
+        });
+        pipeline_estimate(
+            &stages,
+            groups,
+            decode_round_seconds(&totals(&stages), groups),
+        )
+    };
+    let variants = workload
+        .prompts
+        .iter()
+        .map(|prompt| {
+            let n = prompt.tokens;
+            // A prompt alone is one prefill chunk (the engine does not split a sequence).
+            let prefill = seconds(Pass {
+                rows: n as f64,
+                attended: causal_attended(n),
+                kv_read: n as f64,
+                logits_rows: 1.0,
+            });
+            let ttft = pipeline_estimate(&prefill, 1, pipeline_seconds(&totals(&prefill), 1));
+            let mean_context = n as f64 + workload.new_tokens as f64 / 2.0;
+            let decode_batch = decode(args.batch_size, mean_context);
+            VariantPrediction {
+                variant: prompt.variant.clone(),
+                prompt_tokens: n,
+                ttft,
+                decode_batch1: decode(1, mean_context),
+                decode_tokens_per_s: args.batch_size as f64 / decode_batch.seconds(),
+                decode_batch,
+                memory: memory(
+                    model,
+                    args,
+                    hardware,
+                    (args.batch_size * (n + workload.new_tokens)) as f64,
+                ),
+            }
+        })
+        .collect();
+    StrategyPrediction {
+        strategy: strategy.into(),
+        tp: args.tp,
+        pp: args.pp,
+        nodes: args.nodes,
+        batch_size: args.batch_size,
+        variants,
+    }
+}
+
+/// The fullest GPU's weights and KV cache for `cached_tokens` positions (over the batch).
+fn memory(
+    model: &ModelShape,
+    args: &EngineArgs,
+    hardware: &Hardware,
+    cached_tokens: f64,
+) -> MemoryEstimate {
+    Placement::new(args)
+        .stages()
+        .into_iter()
+        .map(|stage| {
+            let weights_bytes = stage_weight_bytes(model, args.tp, stage);
+            let kv_cache_bytes =
+                stage.layers as f64 * kv_cache_bytes_per_layer(model, args.tp, cached_tokens);
+            MemoryEstimate {
+                weights_bytes,
+                kv_cache_bytes,
+                fits: weights_bytes + kv_cache_bytes <= hardware.memory_bytes,
+            }
+        })
+        .fold(None, |fullest: Option<MemoryEstimate>, m| match fullest {
+            Some(f) if f.total_bytes() >= m.total_bytes() => Some(f),
+            _ => Some(m),
+        })
+        .unwrap_or(MemoryEstimate {
+            weights_bytes: 0.0,
+            kv_cache_bytes: 0.0,
+            fits: true,
+        })
+}
+
+#[cfg(test)]
+mod tests;
