@@ -34,7 +34,8 @@ enum Command {
     Prompts(PromptsCommand),
     /// Run the baseline against an OpenAI-compatible endpoint.
     Baseline(Box<BaselineArgs>),
-    /// Print the jobs a run would submit, with their scripts, without submitting anything.
+    /// Print the jobs a run would submit, with their scripts, without submitting anything
+    /// (`--predict`: the performance model's figures for the strategies instead).
     Plan(Box<commands::experiment::PlanArgs>),
     /// Start a run and submit its jobs without watching them (`status` and `run --resume` follow).
     Submit(Box<commands::experiment::ExperimentArgs>),

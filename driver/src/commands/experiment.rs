@@ -12,6 +12,8 @@ use driver::metrics::correctness::CorrectnessEvaluator;
 use driver::metrics::report::RunSummary;
 use driver::orchestration::pipeline::DistributedExperimentPipeline;
 use driver::orchestration::run_folder::{RunFolder, RunManifest};
+use driver::perf::table::render;
+use driver::perf::{predict_strategies, HardwareSpec};
 use driver::results::master;
 use driver::slurm::job_manager::summarize;
 use driver::slurm::run_state::RunState;
@@ -183,6 +185,13 @@ pub struct PlanArgs {
     /// Print only the job table, not the scripts.
     #[arg(long)]
     brief: bool,
+    /// Print the performance model's predictions for the strategies instead of the jobs.
+    #[arg(long)]
+    predict: bool,
+    /// Predict for this hardware preset (h100-sxm, h200) [profile: hardware.preset; the
+    /// section's other fields still apply].
+    #[arg(long, value_name = "PRESET", requires = "predict")]
+    hardware: Option<String>,
 }
 
 /// `driver plan`: the jobs and their scripts, nothing submitted or written.
@@ -194,6 +203,9 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<i32> {
         table: config.results.dir.join("run_<timestamp>.parquet"),
     };
     let pipeline = DistributedExperimentPipeline::new(config, folder, ids, false);
+    if args.predict {
+        return predict(&pipeline, args.hardware.as_deref());
+    }
     let jobs = pipeline.plan()?;
     println!(
         "{:<26} {:<7} {:>7} {:>4} {:>4} {:>6} {:>10}  layers",
@@ -213,6 +225,30 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    Ok(0)
+}
+
+/// `driver plan --predict`: the performance model's table for the run's strategies.
+fn predict(
+    pipeline: &DistributedExperimentPipeline,
+    hardware: Option<&str>,
+) -> anyhow::Result<i32> {
+    let mut profile = pipeline.profile()?;
+    if let Some(preset) = hardware {
+        let spec = profile.hardware.take().unwrap_or_default();
+        profile.hardware = Some(HardwareSpec {
+            preset: Some(preset.into()),
+            ..spec
+        });
+    }
+    let strategies = pipeline.strategies(&profile)?;
+    let predictions = predict_strategies(&profile, &strategies).with_context(|| {
+        format!(
+            "predicting for {}",
+            pipeline.config().cluster.profile.display()
+        )
+    })?;
+    print!("{}", render(&predictions));
     Ok(0)
 }
 
