@@ -1,10 +1,16 @@
 //! Fused compute kernels for the shardlab engine.
 //!
-//! Each kernel is a plain function on slices plus a candle custom op that applies it to tensors.
-//! The CPU versions are the reference for their CUDA twins (behind the `cuda` feature, added with
-//! the GPU path). Not for: model structure or parallelism, which live in the engine.
+//! Each kernel is a plain function on slices (`cpu`) plus a candle custom op that applies it to
+//! tensors (`ops`); with the `cuda` feature the ops also run on CUDA tensors (`cuda`, PTX from
+//! `src/cuda/fused.cu`), and the CPU functions are the reference the CUDA kernels are tested
+//! against. Not for: model structure or parallelism, which live in the engine.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod ops;
 
-pub use ops::{decode_attention, decode_attention_supported, linear_small_batch};
+pub use ops::{
+    add_rms_norm, decode_attention, decode_attention_supported, linear_small_batch, rope_in_place,
+    swiglu,
+};
