@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::parallel::{ColumnParallelLinear, HeadShard, RowParallelLinear, Shard};
-use super::rope::apply_rotary;
+use super::rope::rotate_in_place;
 use crate::checkpoint::Checkpoint;
 use crate::config::LlamaConfig;
 use crate::dist::Communicator;
@@ -167,11 +167,12 @@ impl Attention {
     ) -> Result<Tensor> {
         let tokens = x.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((1, tokens, nh, hd))?;
-        let k = self.k_proj.forward(x)?.reshape((1, tokens, nkv, hd))?;
+        let q = self.q_proj.forward(x)?.reshape((tokens, nh, hd))?;
+        let k = self.k_proj.forward(x)?.reshape((tokens, nkv, hd))?;
         let v = self.v_proj.forward(x)?.reshape((tokens, nkv, hd))?;
-        let q = apply_rotary(&q, cos, sin)?.squeeze(0)?;
-        let k = apply_rotary(&k, cos, sin)?.squeeze(0)?;
+        // The projections' outputs are fresh buffers: rotate them where they lie.
+        rotate_in_place(&q, cos, sin)?;
+        rotate_in_place(&k, cos, sin)?;
 
         let scale = 1.0 / (hd as f64).sqrt();
         let mut outputs = Vec::with_capacity(slots.len());

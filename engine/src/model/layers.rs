@@ -72,6 +72,11 @@ impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
     }
+
+    /// `(x + delta, norm(x + delta))` in one pass: the residual add before a pre-norm, fused.
+    pub fn add_and_forward(&self, x: &Tensor, delta: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(kernels::add_rms_norm(x, delta, &self.weight, self.eps)?)
+    }
 }
 
 /// Token embedding table, `(vocab, hidden)`.

@@ -9,7 +9,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use super::attention::{causal_mask, SequenceSlot};
-use super::block::DecoderLayer;
+use super::block::{DecoderLayer, Residual};
 use super::layers::RmsNorm;
 use super::parallel::{ParallelLmHead, Shard, VocabParallelEmbedding};
 use super::rope::RotaryEmbedding;
@@ -269,7 +269,7 @@ impl Llama {
         let positions = Tensor::from_vec(positions, n, &self.device)?;
         let (cos, sin) = self.rotary.tables_for(&positions)?;
 
-        let mut x = match (&self.embed_tokens, hidden) {
+        let x = match (&self.embed_tokens, hidden) {
             (Some(embed), None) => embed.forward(&ids, tp)?,
             (None, Some(hidden)) => hidden,
             (Some(_), Some(_)) => {
@@ -283,18 +283,21 @@ impl Llama {
                 ))
             }
         };
+        let mut x = Residual::new(x);
         for (index, layer) in self.layers.iter().enumerate() {
             let mut layer_caches: Vec<_> = caches.iter_mut().map(|c| c.layer_mut(index)).collect();
-            x = layer.forward(&x, &cos, &sin, &slots, &mut layer_caches, tp)?;
+            x = layer.forward(x, &cos, &sin, &slots, &mut layer_caches, tp)?;
         }
         let (Some(norm), Some(lm_head)) = (&self.norm, &self.lm_head) else {
-            return Ok(StageOutput::Hidden(x));
+            return Ok(StageOutput::Hidden(x.resolve()?));
         };
         let last_rows = Tensor::from_vec(last_rows, slots.len(), &self.device)?;
-        let last = x.index_select(&last_rows, 0)?;
-        let logits = lm_head
-            .forward(&norm.forward(&last)?)?
-            .to_dtype(DType::F32)?;
+        let last = x.select_rows(&last_rows)?;
+        let normed = match &last.pending {
+            Some(delta) => norm.add_and_forward(&last.stream, delta)?.1,
+            None => norm.forward(&last.stream)?,
+        };
+        let logits = lm_head.forward(&normed)?.to_dtype(DType::F32)?;
         Ok(StageOutput::Logits(ShardedLogits {
             local: logits,
             vocab_start: lm_head.vocab_start,

@@ -52,8 +52,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, tp: &dyn Communicator) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        let hidden = (gate * self.up_proj.forward(x)?)?;
+        let hidden = kernels::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
         self.down_proj.forward(&hidden, tp)
     }
 }

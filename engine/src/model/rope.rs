@@ -78,7 +78,8 @@ impl RotaryEmbedding {
     }
 }
 
-/// Rotates `x` of shape `(1, tokens, heads, head_dim)` with per-token tables.
-pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::rotary_emb::rope_thd(x, cos, sin)?)
+/// Rotates `x` of shape `(tokens, heads, head_dim)` in place with per-token tables (the fused
+/// kernel; `x` must own its buffer).
+pub fn rotate_in_place(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<()> {
+    Ok(kernels::rope_in_place(x, cos, sin)?)
 }
