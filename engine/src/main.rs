@@ -13,8 +13,10 @@ use serde::Serialize;
 use engine::chat_template::{ChatMessage, RenderOptions};
 use engine::checkpoint::synth::{synthesize, Preset, SynthOptions};
 use engine::dist::check::run_dist_check;
+use engine::dist::device::{select_device, DataPlane, DeviceChoice};
 use engine::dist::mpi_backend::MpiWorld;
 use engine::runtime::batch_job::{run_batch_job, RunOptions};
+use engine::runtime::bench::{run_bench, BenchOptions};
 use engine::runtime::{FinishReason, GenerationRequest, LoadedModel, SamplingParams, TokenLogprob};
 use engine::serve::{serve, ServeOptions};
 
@@ -44,6 +46,46 @@ enum Command {
     /// with continuous batching; rank 0 listens, the other ranks follow
     /// (`mpirun -n X*Y engine serve --tp X --pp Y ...`).
     Serve(ServeArgs),
+    /// Prefill and decode speed of the model's shard on this rank's device, as TFLOP/s and GB/s
+    /// (one pipeline stage, any --tp: `mpirun -n X engine bench --tp X ...`).
+    Bench(BenchArgs),
+    /// Each fused kernel on a device against its CPU version (exits non-zero on a mismatch).
+    CheckKernels(CheckKernelsArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    dist: DistArgs,
+    /// Hugging Face model folder (e.g. from `engine synth --preset llama-3.3-70b --layers 4`).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    /// Prompt lengths to prefill, one sequence each.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    prompt_tokens: Vec<usize>,
+    /// Sequences decoded together.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    decode_batch: Vec<usize>,
+    /// Tokens in each sequence's cache when decode is timed.
+    #[arg(long, default_value_t = 512)]
+    decode_context: usize,
+    /// Decode steps timed per batch size.
+    #[arg(long, default_value_t = 32)]
+    decode_steps: usize,
+    /// Also write the figures as JSON here (rank 0, atomically).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CheckKernelsArgs {
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Element types to run the device kernels in.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,bf16")]
+    dtype: Vec<DTypeArg>,
 }
 
 /// The parallel layout, shared by the distributed commands.
@@ -63,6 +105,14 @@ struct DistArgs {
     /// bf16 all-reduce). The same for f32 models.
     #[arg(long, value_enum, default_value_t = AllReduceDType::F32)]
     allreduce_dtype: AllReduceDType,
+    /// Where this rank computes: a GPU (one per local rank) when built with `cuda` and one is
+    /// visible, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// What carries tensors between ranks: NCCL for GPU tensors and MPI for CPU ones (auto), or
+    /// MPI everywhere (GPU tensors staged through host memory; for ranks sharing a GPU).
+    #[arg(long, value_enum, default_value_t = DataPlane::Auto)]
+    data_plane: DataPlane,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +122,17 @@ enum AllReduceDType {
 }
 
 impl DistArgs {
-    /// This rank's place in the `tp x pp` grid and its communicators.
-    fn context(&self, world: &MpiWorld) -> engine::Result<engine::dist::DistContext> {
+    /// This rank's place in the `tp x pp` grid, its device, and its communicators over the
+    /// chosen data plane.
+    fn context(&self, world: &MpiWorld) -> engine::Result<(engine::dist::DistContext, Device)> {
         let ctx = world.context(self.tp, self.pp, Duration::from_secs(self.comm_timeout))?;
-        Ok(match self.allreduce_dtype {
+        let device = select_device(self.device, ctx.topology.local_rank)?;
+        let ctx = ctx.with_data_plane(self.data_plane, &device)?;
+        let ctx = match self.allreduce_dtype {
             AllReduceDType::F32 => ctx,
             AllReduceDType::Model => ctx.reduce_in_model_dtype(),
-        })
+        };
+        Ok((ctx, device))
     }
 }
 
@@ -135,6 +189,9 @@ struct GenerateArgs {
     /// Hugging Face model folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
+    /// Where to compute (auto: a GPU when built with `cuda` and one is visible).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
     /// Apply the model's chat template to each prompt as one user message.
     #[arg(long)]
     chat: bool,
@@ -289,9 +346,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => run_job(args),
         Command::Serve(args) => serve_job(args),
+        Command::Bench(args) => bench_job(args),
+        Command::CheckKernels(args) => check_kernels(args),
         Command::DistCheck(args) => {
             let world = MpiWorld::init()?;
-            let ctx = args.context(&world)?;
+            let (ctx, _device) = args.context(&world)?;
             match run_dist_check(&ctx) {
                 Ok(summary) => {
                     if ctx.topology.rank == 0 {
@@ -331,8 +390,8 @@ fn fail_rank(world: &MpiWorld, err: anyhow::Error) -> ! {
 fn run_job(args: RunArgs) -> anyhow::Result<()> {
     let world = MpiWorld::init()?;
     let RunArgs { dist, .. } = &args;
-    let ctx = match dist.context(&world) {
-        Ok(ctx) => ctx,
+    let (ctx, device) = match dist.context(&world) {
+        Ok(both) => both,
         // Every rank sees the same layout error: one message is enough.
         Err(err) if world.rank() == 0 => return Err(err.into()),
         Err(_) => std::process::exit(1),
@@ -358,6 +417,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("tp{}-pp{}", dist.tp, dist.pp)),
         dtype: args.dtype.into(),
+        device,
         date_string: args.date.clone(),
         trace_path,
         stats_dir: args.stats_dir.clone(),
@@ -375,21 +435,65 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
 
 fn serve_job(args: ServeArgs) -> anyhow::Result<()> {
     let world = MpiWorld::init()?;
-    let ctx = match args.dist.context(&world) {
-        Ok(ctx) => ctx,
+    let (ctx, device) = match args.dist.context(&world) {
+        Ok(both) => both,
         // Every rank sees the same layout error: one message is enough.
         Err(err) if world.rank() == 0 => return Err(err.into()),
         Err(_) => std::process::exit(1),
     };
     let timeout = Duration::from_secs(args.dist.comm_timeout);
-    match serve(&args.serve, &ctx, timeout) {
+    match serve(&args.serve, &ctx, &device, timeout) {
         Ok(()) => Ok(()),
         Err(err) => fail_rank(&world, err.into()),
     }
 }
 
+fn bench_job(args: BenchArgs) -> anyhow::Result<()> {
+    let world = MpiWorld::init()?;
+    let (ctx, device) = match args.dist.context(&world) {
+        Ok(both) => both,
+        Err(err) if world.rank() == 0 => return Err(err.into()),
+        Err(_) => std::process::exit(1),
+    };
+    let options = BenchOptions {
+        model: args.model.clone(),
+        dtype: args.dtype.into(),
+        device,
+        prompt_tokens: args.prompt_tokens.clone(),
+        decode_batches: args.decode_batch.clone(),
+        decode_context: args.decode_context,
+        decode_steps: args.decode_steps,
+    };
+    let report = match run_bench(&options, &ctx) {
+        Ok(report) => report,
+        Err(err) => fail_rank(&world, err.into()),
+    };
+    if ctx.topology.rank == 0 {
+        print!("{report}");
+        if let Some(path) = &args.json {
+            let json = serde_json::to_vec_pretty(&report)?;
+            engine::fsutil::write_atomic(path, &json)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_kernels(args: CheckKernelsArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device, engine::dist::Topology::local_rank_from_env())?;
+    let mut failed = 0;
+    for dtype in &args.dtype {
+        for check in kernels::selfcheck::check_against_cpu(&device, (*dtype).into())? {
+            println!("{:?} {check}", device.location());
+            failed += usize::from(!check.passed());
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} kernel checks failed");
+    Ok(())
+}
+
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
+    let device = select_device(args.device, 0)?;
     let loaded = LoadedModel::load(&args.model, args.dtype.into(), &device)?;
     let params = SamplingParams {
         temperature: args.temperature,

@@ -9,6 +9,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod ops;
+pub mod selfcheck;
 
 pub use ops::{
     add_rms_norm, decode_attention, decode_attention_supported, linear_small_batch, rope_in_place,

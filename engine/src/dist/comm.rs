@@ -1,10 +1,13 @@
 //! The collective and point-to-point operations the engine needs, over a group of ranks.
 //!
 //! Buffers are host `f32` slices (and bytes for the control plane): on CPU that is the tensor's
-//! own storage; device tensors are staged through the host by the MPI backend (NCCL, later, works
-//! on device buffers directly).
+//! own storage; device tensors are staged through the host by the MPI backend. A backend that
+//! can work on device buffers directly (NCCL) also offers [`DeviceCollectives`], which
+//! `dist::transfer` prefers for tensors on a GPU.
 
 use std::time::Duration;
+
+use candle_core::{DType, Device, Tensor};
 
 /// A communication failure: which operation, on which group, and why.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,28 @@ pub trait Communicator {
     fn barrier(&self) -> Result<(), DistError>;
     /// Name for errors and traces ("world", "tp[stage 1]").
     fn name(&self) -> &str;
+    /// Collectives on device tensors with no copy through the host, when the backend has them
+    /// (NCCL); `None` for host-only backends.
+    fn device_collectives(&self) -> Option<&dyn DeviceCollectives> {
+        None
+    }
+}
+
+/// Collectives on tensors where they lie (GPU memory), ordered on the device's stream. Ranks
+/// are those of the [`Communicator`] that offers them.
+pub trait DeviceCollectives {
+    /// The element-wise sum over the group, in `x`'s dtype.
+    fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor, DistError>;
+    /// Sends `x` (contiguous) to `dest`.
+    fn send(&self, dest: usize, x: &Tensor) -> Result<(), DistError>;
+    /// Receives a tensor of `shape` and `dtype` from `src` onto `device`.
+    fn recv(
+        &self,
+        src: usize,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor, DistError>;
 }
 
 /// A 16-bit float format on the wire.
@@ -132,6 +157,9 @@ impl Communicator for ModelDtypeReduce {
     }
     fn name(&self) -> &str {
         self.0.name()
+    }
+    fn device_collectives(&self) -> Option<&dyn DeviceCollectives> {
+        self.0.device_collectives()
     }
 }
 

@@ -62,6 +62,11 @@ pub fn all_reduce(x: &Tensor, group: &dyn Communicator) -> Result<Tensor> {
         DType::F16 if group.reduces_in_model_dtype() => Some(HalfFormat::F16),
         _ => None,
     };
+    if let Some(device) = crate::dist::transfer::on_device(group, x.device()) {
+        // On the GPU (NCCL): in place on device memory, in f32 unless asked for the model's dtype.
+        let wire = if half.is_some() { dtype } else { DType::F32 };
+        return Ok(device.all_reduce_sum(&x.to_dtype(wire)?)?.to_dtype(dtype)?);
+    }
     let flat = x.flatten_all()?;
     match half {
         Some(format) => {

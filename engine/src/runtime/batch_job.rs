@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub pp_layers: Option<Vec<usize>>,
     pub strategy: String,
     pub dtype: DType,
+    /// Where this rank computes (`dist::device::select_device`).
+    pub device: Device,
     pub date_string: Option<String>,
     /// This rank's Chrome trace, recorded in the output rows.
     pub trace_path: Option<PathBuf>,
@@ -148,7 +150,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
         layers: stages[topo.stage()].clone(),
     };
     let eog = end_of_generation_ids(&options.model, &config)?;
-    let model = Llama::load(&ck, config, plan, options.dtype, &Device::Cpu)?;
+    let model = Llama::load(&ck, config, plan, options.dtype, &options.device)?;
     let tokenizer = ModelTokenizer::from_dir(&options.model)?;
     let shard_bytes = ck.loaded_bytes();
     drop(ck);

@@ -14,13 +14,13 @@
 
 use std::collections::HashSet;
 
-use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::generate::{step_span, FinishReason};
 use super::kv_cache::SequenceKvCache;
 use super::sampling::{SampledToken, Sampler, SamplingParams};
 use super::token_choice::summarize_rows;
+use crate::dist::transfer::{recv_activations, send_activations};
 use crate::dist::DistContext;
 use crate::error::{EngineError, Result};
 use crate::model::{Llama, SequenceBatch, StageOutput};
@@ -363,20 +363,19 @@ fn forward(
         None
     } else {
         let prev = topo.rank_in_stage(topo.stage() - 1);
-        let mut data = vec![0f32; rows * hidden_size];
-        {
-            let _span = tracing::info_span!("recv", floats = data.len()).entered();
-            ctx.world.recv(prev, &mut data)?;
-        }
-        Some(Tensor::from_vec(data, (rows, hidden_size), model.device())?.to_dtype(model.dtype())?)
+        Some(recv_activations(
+            ctx.world.as_ref(),
+            prev,
+            (rows, hidden_size),
+            model.dtype(),
+            model.device(),
+        )?)
     };
     let mut sampled = Vec::new();
     match model.forward_stage(SequenceBatch { tokens, caches }, hidden, tp)? {
         StageOutput::Hidden(h) => {
             let next = topo.rank_in_stage(topo.stage() + 1);
-            let data = h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let _span = tracing::info_span!("send", floats = data.len()).entered();
-            ctx.world.send(next, &data)?;
+            send_activations(ctx.world.as_ref(), next, &h)?;
         }
         StageOutput::Logits(logits) => {
             let params: Vec<SamplingParams> = samplers.iter().map(|s| s.params().clone()).collect();
@@ -416,6 +415,7 @@ fn forward(
 mod tests {
     use super::*;
     use crate::dist::{SoloCommunicator, Topology};
+    use candle_core::DType;
 
     #[test]
     fn prefill_packs_keep_each_prompt_on_its_own_kernel_path() {

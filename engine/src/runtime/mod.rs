@@ -2,6 +2,7 @@
 
 pub mod batch_job;
 pub mod batcher;
+pub mod bench;
 pub mod generate;
 pub mod kv_cache;
 pub mod loaded_model;

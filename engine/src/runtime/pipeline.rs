@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::generate::{
@@ -29,6 +29,7 @@ use super::generate::{
 };
 use super::sampling::SampledToken;
 use super::token_choice::summarize_rows;
+use crate::dist::transfer::{recv_activations, send_activations};
 use crate::dist::DistContext;
 use crate::error::{EngineError, Result};
 use crate::model::{SequenceBatch, StageOutput};
@@ -189,7 +190,7 @@ impl Generator<'_> {
         loop {
             // 1. This tick's work.
             let mut output = Message::Idle;
-            let mut output_data: Option<Vec<f32>> = None;
+            let mut output_data: Option<Tensor> = None;
             if topo.is_first_stage() {
                 if !sent_done {
                     if let Some((prefill, seqs)) = schedule.next(|s| slots[s].is_some()) {
@@ -252,29 +253,27 @@ impl Generator<'_> {
                         EngineError::Request(format!("pipeline: bad message from rank {prev}: {e}"))
                     })?;
                 let data = if let Message::Hidden { rows, .. } = &header {
-                    let mut data = vec![0f32; rows * hidden_size];
-                    let _span = tracing::info_span!("recv", floats = data.len()).entered();
-                    ctx.world.recv(prev, &mut data)?;
-                    Some(
-                        Tensor::from_vec(data, (*rows, hidden_size), self.model.device())?
-                            .to_dtype(self.model.dtype())?,
-                    )
+                    Some(recv_activations(
+                        ctx.world.as_ref(),
+                        prev,
+                        (*rows, hidden_size),
+                        self.model.dtype(),
+                        self.model.device(),
+                    )?)
                 } else {
                     None
                 };
                 Ok((header, data))
             };
-            let send =
-                |ctx: &DistContext, message: &Message, data: Option<Vec<f32>>| -> Result<()> {
-                    let header = serde_json::to_vec(message)
-                        .map_err(|e| EngineError::Request(e.to_string()))?;
-                    ctx.world.send_bytes(next, &header)?;
-                    if let Some(data) = data {
-                        let _span = tracing::info_span!("send", floats = data.len()).entered();
-                        ctx.world.send(next, &data)?;
-                    }
-                    Ok(())
-                };
+            let send = |ctx: &DistContext, message: &Message, data: Option<Tensor>| -> Result<()> {
+                let header =
+                    serde_json::to_vec(message).map_err(|e| EngineError::Request(e.to_string()))?;
+                ctx.world.send_bytes(next, &header)?;
+                if let Some(data) = data {
+                    send_activations(ctx.world.as_ref(), next, &data)?;
+                }
+                Ok(())
+            };
             let first_stage_waiting = topo.is_first_stage() && sent_done && !forwarding_done;
             if first_stage_waiting {
                 // Done has gone out; only drain the ring until it comes back.
@@ -342,7 +341,7 @@ impl Generator<'_> {
         prefill: bool,
         hidden: Option<Tensor>,
         ctx: &DistContext,
-    ) -> Result<(Message, Option<Vec<f32>>)> {
+    ) -> Result<(Message, Option<Tensor>)> {
         let _span = step_span(prefill, group.len()).entered();
         let seqs: Vec<usize> = group.iter().map(|s| s.index).collect();
         let fed: Vec<u32> = group.iter().map(|s| s.next[0]).collect();
@@ -354,18 +353,15 @@ impl Generator<'_> {
             hidden,
             ctx.tp_group.as_ref(),
         )? {
-            StageOutput::Hidden(h) => {
-                let data = h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                Ok((
-                    Message::Hidden {
-                        prefill,
-                        seqs,
-                        fed,
-                        rows,
-                    },
-                    Some(data),
-                ))
-            }
+            StageOutput::Hidden(h) => Ok((
+                Message::Hidden {
+                    prefill,
+                    seqs,
+                    fed,
+                    rows,
+                },
+                Some(h),
+            )),
             StageOutput::Logits(logits) => {
                 let refs: Vec<_> = params.iter().collect();
                 let rows = summarize_rows(&logits, &refs, ctx.tp_group.as_ref())?;

@@ -87,6 +87,7 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
 pub fn serve(
     options: &ServeOptions,
     ctx: &DistContext,
+    device: &Device,
     comm_timeout: Duration,
 ) -> Result<(), ServeError> {
     let topo = ctx.topology;
@@ -97,7 +98,7 @@ pub fn serve(
     } else {
         None
     };
-    let (model, end_of_generation) = load_shard(options, ctx)?;
+    let (model, end_of_generation) = load_shard(options, ctx, device)?;
     let mut batcher = Batcher::new(&model, end_of_generation.iter().copied());
     let Some((api_key, tokenizer)) = front else {
         return scheduler::follow(&mut batcher, ctx);
@@ -156,7 +157,11 @@ fn api_key(options: &ServeOptions) -> Result<Option<String>, ServeError> {
 }
 
 /// Loads this rank's part of the model: its stage's layers, its tensor-parallel slices.
-fn load_shard(options: &ServeOptions, ctx: &DistContext) -> Result<(Llama, Vec<u32>), EngineError> {
+fn load_shard(
+    options: &ServeOptions,
+    ctx: &DistContext,
+    device: &Device,
+) -> Result<(Llama, Vec<u32>), EngineError> {
     let topo = ctx.topology;
     let _span = tracing::info_span!("load").entered();
     let (config, ck) = open_dir(&options.model)?;
@@ -170,6 +175,6 @@ fn load_shard(options: &ServeOptions, ctx: &DistContext) -> Result<(Llama, Vec<u
         layers: stages[topo.stage()].clone(),
     };
     let eog = end_of_generation_ids(&options.model, &config)?;
-    let model = Llama::load(&ck, config, plan, options.dtype, &Device::Cpu)?;
+    let model = Llama::load(&ck, config, plan, options.dtype, device)?;
     Ok((model, eog))
 }

@@ -23,9 +23,7 @@ pub fn add_rms_norm<T: Element>(
     assert_eq!(delta.len(), x.len(), "add_rms_norm: delta differs from x");
     assert_eq!(sum.len(), x.len(), "add_rms_norm: sum differs from x");
     assert_eq!(normed.len(), x.len(), "add_rms_norm: normed differs from x");
-    let row = |(((x, d), s), n): (((&[T], &[T]), &mut [T]), &mut [T])| {
-        add_rms_norm_row(x, d, weight, eps, s, n)
-    };
+    let row = |(((x, d), s), n): RowParts<'_, T>| add_rms_norm_row(x, d, weight, eps, s, n);
     if x.len() / dim >= PARALLEL_ROWS {
         x.par_chunks(dim)
             .zip(delta.par_chunks(dim))
@@ -40,6 +38,9 @@ pub fn add_rms_norm<T: Element>(
             .for_each(row);
     }
 }
+
+/// One row's x, delta, sum and normed, as the zipped row iterators yield them.
+type RowParts<'a, T> = (((&'a [T], &'a [T]), &'a mut [T]), &'a mut [T]);
 
 /// RMSNorm alone (no residual): `normed = x / sqrt(mean(x^2) + eps) * weight`, row by row.
 pub fn rms_norm<T: Element>(x: &[T], weight: &[T], eps: f32, normed: &mut [T]) {

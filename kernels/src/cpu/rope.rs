@@ -10,7 +10,7 @@ use super::element::{Element, PARALLEL_ROWS};
 /// `x2 = x[d/2..]`. `cos` and `sin` are `(tokens, head_dim / 2)`.
 pub fn rope_in_place<T: Element>(x: &mut [T], cos: &[T], sin: &[T], heads: usize, head_dim: usize) {
     assert!(
-        head_dim % 2 == 0 && heads > 0,
+        head_dim.is_multiple_of(2) && heads > 0,
         "rope: head_dim {head_dim} must be even"
     );
     let half = head_dim / 2;

@@ -5,8 +5,8 @@
 use candle_core::cuda_backend::cudarc::driver::{
     CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::{CudaDType, CudaFunc, WrapErr};
-use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, WithDType};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{bail, CudaStorage, Layout, Result, WithDType};
 
 use crate::cpu::attention::DecodeAttentionShape;
 
@@ -56,8 +56,11 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-fn function<T: Kernel>(dev: &CudaDevice, name: &str) -> Result<CudaFunc> {
-    dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)
+/// `name`'s instance for `T`, loaded once per device.
+macro_rules! function {
+    ($dev:expr, $name:expr, $t:ty) => {
+        $dev.get_or_load_custom_func(&format!("{}_{}", $name, <$t>::SUFFIX), MODULE, PTX)
+    };
 }
 
 fn view<'a, T: Kernel>(
@@ -107,7 +110,7 @@ pub fn add_rms_norm<T: Kernel>(
             block_dim: (threads as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let func = function::<T>(dev, "add_rms_norm")?;
+        let func = function!(dev, "add_rms_norm", T)?;
         let mut args = func.builder();
         let dim = dim as i32;
         args.arg(&x)
@@ -141,7 +144,7 @@ pub fn swiglu<T: Kernel>(
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let func = function::<T>(dev, "swiglu")?;
+        let func = function!(dev, "swiglu", T)?;
         let mut args = func.builder();
         args.arg(&gate).arg(&up).arg(&out).arg(&n);
         // SAFETY: arguments match the kernel's signature in fused.cu.
@@ -185,7 +188,7 @@ pub fn rope_in_place<T: Kernel>(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let func = function::<T>(&dev, "rope_in_place")?;
+    let func = function!(&dev, "rope_in_place", T)?;
     let mut args = func.builder();
     let (tokens, heads, head_dim) = (tokens as i32, heads as i32, head_dim as i32);
     args.arg(&mut x)
@@ -250,7 +253,7 @@ pub fn decode_attention<T: Kernel>(
         splits,
     ]
     .map(|v| v as i32);
-    let split = function::<T>(dev, "decode_attention_split")?;
+    let split = function!(dev, "decode_attention_split", T)?;
     let mut args = split.builder();
     args.arg(&q)
         .arg(&keys)
@@ -273,7 +276,7 @@ pub fn decode_attention<T: Kernel>(
     // SAFETY: arguments match the kernel's signature in fused.cu; head_dim <= ATTN_MAX_DIM and a
     // multiple of 32 (checked by ops::decode_attention_supported's callers).
     unsafe { args.launch(cfg) }.w()?;
-    let combine = function::<T>(dev, "decode_attention_combine")?;
+    let combine = function!(dev, "decode_attention_combine", T)?;
     let mut args = combine.builder();
     args.arg(&part_out)
         .arg(&part_max)

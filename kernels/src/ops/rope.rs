@@ -41,7 +41,10 @@ impl RopeInPlace {
 
     fn check(&self, l2: &Layout, l3: &Layout) -> Result<()> {
         let want = (self.tokens, self.head_dim / 2);
-        if self.head_dim % 2 != 0 || l2.shape().dims2()? != want || l3.shape().dims2()? != want {
+        if !self.head_dim.is_multiple_of(2)
+            || l2.shape().dims2()? != want
+            || l3.shape().dims2()? != want
+        {
             bail!(
                 "{}: head_dim {}, cos {:?}, sin {:?}, want ({}, {})",
                 Self::NAME,
