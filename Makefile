@@ -9,7 +9,8 @@ DRIVER_BIN := $(CARGO_TARGET_DIR)/debug/driver
 SMOLLM2 := models/smollm2-135m-instruct
 
 .PHONY: help setup build model demo generate test test-quick lint fmt bench bench-parallel bench-layouts \
-	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline
+	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline \
+	check-cuda device-bundle device-check
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job (driver run on the embedded default; ALL=1: all 20 prompt IDs)"
@@ -25,6 +26,8 @@ help:
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
 	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
 	@echo "make bench-serve     engine serve under load: 32 requests at concurrency 1, 4, 16 (SmolLM2)"
+	@echo "make check-cuda  the cuda build without a GPU: CUDA 13 from PyPI wheels, clippy and a stripped release engine (dist/device/engine), the device check's dry run"
+	@echo "make device-check  scripts/device-check.sh on a GPU machine (dist/device/engine carried there)"
 	@echo "make slurm-up     a real local Slurm: 2 fake nodes x 2 fake GPUs, slurmdbd (slurm-down, slurm-status, slurm-selftest)"
 
 setup:
@@ -99,3 +102,31 @@ slurm-status:
 
 slurm-selftest: build
 	ENGINE_BIN=$(ENGINE_BIN) bash slurm/local/selftest.sh
+
+# The GPU build, on any machine: a CUDA 13 toolchain from PyPI wheels (scripts/cuda-toolchain.sh),
+# its own build folder (the features differ), one compute capability (H100/H200: 90), release
+# profile for both the lint and the build so candle's CUDA kernels are compiled once.
+CUDA_TARGET_DIR ?= $(HOME)/.cache/shardlab-target-cuda
+CUDA_FEATURES := shardlab-engine/cuda,shardlab-kernels/cuda
+DEVICE_BIN := dist/device/engine
+DEVICE_BIN_MAX_MB := 60
+
+check-cuda: setup
+	eval "$$(bash scripts/cuda-toolchain.sh)" && export CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) && \
+	  cargo clippy --release -p shardlab-engine -p shardlab-kernels --features $(CUDA_FEATURES) --all-targets -- -D warnings
+	$(MAKE) device-bundle
+	bash scripts/device-check.sh --dry-run --bin $(DEVICE_BIN)
+
+# The engine for scripts/device-check.sh: release, cuda, linked here against the wheels' libraries
+# and the stub libcuda, stripped; it runs against a PyTorch install's CUDA 13 libraries.
+device-bundle: setup
+	eval "$$(bash scripts/cuda-toolchain.sh)" && export CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) && \
+	  cargo build --release -p shardlab-engine --features cuda --bin engine
+	mkdir -p $(dir $(DEVICE_BIN))
+	strip -o $(DEVICE_BIN).tmp $(CUDA_TARGET_DIR)/release/engine && mv $(DEVICE_BIN).tmp $(DEVICE_BIN)
+	@size=$$(( $$(stat -c %s $(DEVICE_BIN)) / 1048576 )); \
+	  echo "$(DEVICE_BIN): $$size MB"; \
+	  [ $$size -lt $(DEVICE_BIN_MAX_MB) ] || { echo "$(DEVICE_BIN) is over $(DEVICE_BIN_MAX_MB) MB" >&2; exit 1; }
+
+device-check:
+	bash scripts/device-check.sh
