@@ -60,9 +60,9 @@ if [ -x "$bin" ]; then
   size_mb=$(($(stat -c %s "$bin") / 1048576))
   echo "engine binary: $bin (${size_mb} MB)"
   ((size_mb < max_binary_mb)) || problem "the engine binary is ${size_mb} MB, over ${max_binary_mb} MB"
-  grep -q "check-kernels" <("$bin" --help 2>/dev/null || strings "$bin") ||
-    problem "$bin has no check-kernels command: an old build?"
-  strings "$bin" | grep -q shardlab_fused || problem "$bin was not built with --features cuda (no fused PTX inside)"
+  # Read the binary itself (no pipes: with pipefail, an early grep -q would fail the pipe).
+  grep -aq "check-kernels" "$bin" || problem "$bin has no check-kernels command: an old build?"
+  grep -aq "add_rms_norm_bf16" "$bin" || problem "$bin was not built with --features cuda (no fused PTX inside)"
 else
   problem "no engine binary at $bin: run \`make device-bundle\` on the build machine and carry dist/device"
 fi
