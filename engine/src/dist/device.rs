@@ -88,7 +88,7 @@ impl DistContext {
 
     #[cfg(feature = "cuda")]
     fn with_nccl(self, device: &Device) -> Result<Self> {
-        use super::nccl_backend::NcclCommunicator;
+        use super::nccl_backend::{NcclCommunicator, NcclPipelineLinks};
         let Device::Cuda(cuda) = device else {
             return Err(EngineError::Request("NCCL needs a CUDA device".into()));
         };
@@ -97,9 +97,9 @@ impl DistContext {
             world,
             tp_group,
         } = self;
-        // The world first, on every rank in the same order, then each stage's TP group.
-        let world = NcclCommunicator::new(world, cuda)?;
+        // Each stage's TP group, then the links between stages, in the same order on every rank.
         let tp_group = NcclCommunicator::new(tp_group, cuda)?;
+        let world = NcclPipelineLinks::new(world, &topology, cuda)?;
         Ok(DistContext {
             topology,
             world: Box::new(world),
