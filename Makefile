@@ -10,7 +10,7 @@ SMOLLM2 := models/smollm2-135m-instruct
 
 .PHONY: help setup build model demo generate test test-quick lint fmt bench bench-parallel bench-layouts \
 	bench-serve slurm-up slurm-down slurm-status slurm-selftest prompts prompts-check baseline \
-	check-cuda device-bundle device-check
+	check-cuda device-bundle device-check bench-fused
 
 help:
 	@echo "make demo        install what is needed, fetch SmolLM2, run the main job (driver run on the embedded default; ALL=1: all 20 prompt IDs)"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench       single-rank speed against candle-transformers (one thread)"
 	@echo "make bench-parallel  pp=2 and tp=2 throughput against one rank (MPI, one thread per rank)"
 	@echo "make bench-layouts   column- vs row-parallel slices and all-reduce cost at 70B MLP shapes / 4"
+	@echo "make bench-fused     the fused element-wise kernels against candle's unfused ops (SmolLM2 and 70B tp=8 widths)"
 	@echo "make bench-serve     engine serve under load: 32 requests at concurrency 1, 4, 16 (SmolLM2)"
 	@echo "make check-cuda  the cuda build without a GPU: CUDA 13 from PyPI wheels, clippy and a stripped release engine (dist/device/engine), the device check's dry run"
 	@echo "make device-check  scripts/device-check.sh on a GPU machine (dist/device/engine carried there)"
@@ -85,6 +86,9 @@ bench-parallel: model
 
 bench-layouts:
 	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench shard_layouts
+
+bench-fused:
+	RAYON_NUM_THREADS=$${RAYON_NUM_THREADS:-1} cargo bench -p shardlab-benches --bench fused_ops
 
 bench-serve: model
 	cargo build --release -p shardlab-engine --bin engine

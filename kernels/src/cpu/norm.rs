@@ -49,10 +49,8 @@ pub fn rms_norm<T: Element>(x: &[T], weight: &[T], eps: f32, normed: &mut [T]) {
     assert_eq!(x.len() % dim, 0, "rms_norm: x is not (rows, {dim})");
     assert_eq!(normed.len(), x.len(), "rms_norm: normed differs from x");
     for (x, n) in x.chunks(dim).zip(normed.chunks_mut(dim)) {
-        let rms = root_mean_square(x.iter().map(|v| v.to_f32()), dim, eps);
-        for ((n, &v), &w) in n.iter_mut().zip(x).zip(weight) {
-            *n = T::from_f32(v.to_f32() / rms * w.to_f32());
-        }
+        let rms = (sum_of_squares(x) / dim as f32 + eps).sqrt();
+        scale_row(x, weight, rms, n);
     }
 }
 
@@ -65,26 +63,65 @@ fn add_rms_norm_row<T: Element>(
     sum: &mut [T],
     normed: &mut [T],
 ) {
-    for ((s, &a), &b) in sum.iter_mut().zip(x).zip(delta) {
-        *s = T::from_f32(a.to_f32() + b.to_f32());
+    // One pass adds and accumulates the squares, in eight lanes over exact chunks so it
+    // vectorises (a single running f32 sum cannot be reordered, so it would not).
+    let mut lanes = [0f32; LANES];
+    let mut tail = 0f32;
+    let split = x.len() - x.len() % LANES;
+    for ((s, a), b) in sum[..split]
+        .chunks_exact_mut(LANES)
+        .zip(x[..split].chunks_exact(LANES))
+        .zip(delta[..split].chunks_exact(LANES))
+    {
+        for j in 0..LANES {
+            let v = T::from_f32(a[j].to_f32() + b[j].to_f32());
+            s[j] = v;
+            let v = v.to_f32();
+            lanes[j] += v * v;
+        }
     }
-    let rms = root_mean_square(sum.iter().map(|v| v.to_f32()), sum.len(), eps);
-    for ((n, &s), &w) in normed.iter_mut().zip(sum.iter()).zip(weight) {
-        *n = T::from_f32(s.to_f32() / rms * w.to_f32());
+    for ((s, a), b) in sum[split..]
+        .iter_mut()
+        .zip(&x[split..])
+        .zip(&delta[split..])
+    {
+        let v = T::from_f32(a.to_f32() + b.to_f32());
+        *s = v;
+        tail += v.to_f32() * v.to_f32();
     }
+    let total = lanes.iter().sum::<f32>() + tail;
+    let rms = (total / sum.len() as f32 + eps).sqrt();
+    scale_row(sum, weight, rms, normed);
 }
 
-/// `sqrt(mean(v^2) + eps)`, the sum of squares in f32 over eight lanes (vectorises, and rounds
-/// less than one running sum). Callers divide by it, as candle does, rather than multiply by its
-/// inverse: one rounding fewer.
+/// Lanes of the vectorised sums: eight f32 (one AVX register).
+const LANES: usize = 8;
+
+/// `sum(v^2)` in eight lanes.
 #[inline]
-fn root_mean_square(values: impl Iterator<Item = f32>, dim: usize, eps: f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (i, v) in values.enumerate() {
-        lanes[i % 8] += v * v;
+fn sum_of_squares<T: Element>(values: &[T]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let split = values.len() - values.len() % LANES;
+    for chunk in values[..split].chunks_exact(LANES) {
+        for j in 0..LANES {
+            let v = chunk[j].to_f32();
+            lanes[j] += v * v;
+        }
     }
-    let total: f32 = lanes.iter().sum();
-    (total / dim as f32 + eps).sqrt()
+    let tail: f32 = values[split..]
+        .iter()
+        .map(|v| v.to_f32() * v.to_f32())
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `normed = x / rms * weight`: divided, as candle does, rather than multiplied by the inverse
+/// (one rounding fewer); the loop vectorises either way.
+#[inline]
+fn scale_row<T: Element>(x: &[T], weight: &[T], rms: f32, normed: &mut [T]) {
+    for ((n, &v), &w) in normed.iter_mut().zip(x).zip(weight) {
+        *n = T::from_f32(v.to_f32() / rms * w.to_f32());
+    }
 }
 
 #[cfg(test)]
