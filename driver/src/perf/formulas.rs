@@ -54,11 +54,35 @@ pub struct Pass {
     pub logits_rows: f64,
 }
 
-/// FLOPs and HBM bytes of one rank's share of a pass through a stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// FLOPs and memory (HBM) bytes of some kernels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Work {
     pub flops: f64,
     pub hbm_bytes: f64,
+}
+
+impl Work {
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            flops: self.flops + other.flops,
+            hbm_bytes: self.hbm_bytes + other.hbm_bytes,
+        }
+    }
+}
+
+/// One rank's share of a pass through a stage, by kind of kernel: the matmuls (the weights, read
+/// once per pass) and attention (the KV cache). Each kind meets its own roofline, as the kernels
+/// run one after another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageWork {
+    pub matmul: Work,
+    pub attention: Work,
+}
+
+impl StageWork {
+    pub fn total(&self) -> Work {
+        self.matmul.plus(self.attention)
+    }
 }
 
 /// Weights one rank of a stage holds, in bytes. The LM head is its own copy unless it is tied
@@ -111,7 +135,7 @@ pub fn kv_cache_bytes_per_layer(m: &ModelShape, tp: usize, positions: f64) -> f6
 /// pass whatever its rows (the engine's pipeline doc: "a stage reads its weights once per
 /// micro-batch"), plus the cached keys and values; the embedding reads only `rows` of its table,
 /// which is left out, as are activations (small next to the weights).
-pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass) -> Work {
+pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass) -> StageWork {
     let layers = stage.layers as f64;
     let layer_params = layer_params_per_rank(m, tp);
     let head_params = if stage.lm_head {
@@ -119,12 +143,17 @@ pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass)
     } else {
         0.0
     };
-    let flops = layers
-        * (matmul_flops(layer_params, pass.rows) + attention_flops_per_layer(m, tp, pass.attended))
-        + matmul_flops(head_params, pass.logits_rows);
-    let hbm_bytes = (layers * layer_params + head_params) * m.value_bytes as f64
-        + layers * kv_cache_bytes_per_layer(m, tp, pass.kv_read);
-    Work { flops, hbm_bytes }
+    StageWork {
+        matmul: Work {
+            flops: layers * matmul_flops(layer_params, pass.rows)
+                + matmul_flops(head_params, pass.logits_rows),
+            hbm_bytes: (layers * layer_params + head_params) * m.value_bytes as f64,
+        },
+        attention: Work {
+            flops: layers * attention_flops_per_layer(m, tp, pass.attended),
+            hbm_bytes: layers * kv_cache_bytes_per_layer(m, tp, pass.kv_read),
+        },
+    }
 }
 
 /// All-reduces one pass through a stage makes over its tp group: two per layer (after attention's
@@ -158,6 +187,15 @@ pub fn send_seconds(bytes: f64, link: Link) -> f64 {
 /// (compute, memory). Source: Williams, Waterman & Patterson 2009, "Roofline".
 pub fn roofline_seconds(work: Work, flops_per_s: f64, hbm_bytes_per_s: f64) -> (f64, f64) {
     (work.flops / flops_per_s, work.hbm_bytes / hbm_bytes_per_s)
+}
+
+/// Turns a core takes when `busy` ranks share `slots` cores (CPU ranks, more than the cores):
+/// ceil(busy / slots). The ranks of a tp group meet at every all-reduce, so each stretch between
+/// two is a superstep of the bulk-synchronous model, as long as its most loaded processor
+/// (Valiant 1990, "A bridging model for parallel computation"): the core running the most ranks,
+/// one after another. 1 when every busy rank has a core of its own.
+pub fn time_slicing_turns(busy: usize, slots: usize) -> usize {
+    busy.max(1).div_ceil(slots.max(1))
 }
 
 /// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
@@ -245,12 +283,14 @@ mod tests {
             logits_rows: 1.0,
         };
         let weights_only = stage_pass_work(&m, 8, WHOLE_MODEL, token(0.0));
-        assert_eq!(weights_only.hbm_bytes, 17_378_050_048.0);
+        assert_eq!(weights_only.total().hbm_bytes, 17_378_050_048.0);
         let at_4k = stage_pass_work(&m, 8, WHOLE_MODEL, token(4096.0));
-        assert_eq!(at_4k.hbm_bytes, 17_378_050_048.0 + 167_772_160.0);
+        assert_eq!(at_4k.matmul.hbm_bytes, 17_378_050_048.0);
+        assert_eq!(at_4k.attention.hbm_bytes, 167_772_160.0);
         // FLOPs: 2 per weight read (8,689,025,024 weights) plus attention
         // 80 x 4 x 4096 x 8 heads x 128 = 1,342,177,280.
-        assert_eq!(at_4k.flops, 2.0 * 8_689_025_024.0 + 1_342_177_280.0);
+        assert_eq!(at_4k.matmul.flops, 2.0 * 8_689_025_024.0);
+        assert_eq!(at_4k.attention.flops, 1_342_177_280.0);
     }
 
     #[test]
@@ -284,6 +324,16 @@ mod tests {
             latency_s: 5e-6,
         };
         assert!(close(send_seconds(32768.0, link), 5.65536e-6));
+    }
+
+    #[test]
+    fn ranks_beyond_the_cores_take_turns() {
+        // 3 ranks on 2 cores: one core runs two of them, one after the other.
+        assert_eq!(time_slicing_turns(3, 2), 2);
+        assert_eq!(time_slicing_turns(2, 2), 1);
+        assert_eq!(time_slicing_turns(6, 2), 3);
+        assert_eq!(time_slicing_turns(1, 2), 1);
+        assert_eq!(time_slicing_turns(0, 2), 1);
     }
 
     #[test]

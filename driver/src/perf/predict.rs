@@ -2,17 +2,19 @@
 //! per token at batch 1 and at the run's batch, decode tokens/s and memory per GPU, each time
 //! split into the terms it is made of, so the dominating one can be named.
 //!
-//! Every stage's pass costs its roofline time (compute or HBM) plus its tp all-reduces plus its
-//! send to the next stage; stages are not overlapped with communication (the engine's sends and
-//! all-reduces block). The pipeline turns stage times into a figure (formulas.rs); the time the
-//! work would take were every stage busy is the useful part, the rest is the pipeline bubble.
+//! Every stage's pass costs its kernels' roofline times (compute or memory, the matmuls and
+//! attention each on their own) plus its tp all-reduces plus its send to the next stage; stages
+//! are not overlapped with communication (the engine's sends and all-reduces block). On a CPU
+//! host with more busy ranks than cores, the ranks take turns (time-slicing). The pipeline turns
+//! stage times into a figure (formulas.rs); the time the work would take were every stage busy is
+//! the useful part, the rest is the pipeline bubble.
 
 use serde::Serialize;
 
 use super::formulas::{
     all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds,
     kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
-    send_seconds, stage_pass_work, stage_weight_bytes, Pass,
+    send_seconds, stage_pass_work, stage_weight_bytes, time_slicing_turns, Pass, Work,
 };
 use super::hardware::Hardware;
 use super::model_shape::ModelShape;
@@ -26,28 +28,33 @@ use crate::slurm::profile::ClusterProfile;
 #[serde(rename_all = "kebab-case")]
 pub enum Term {
     Compute,
+    /// Reading memory: HBM on a GPU, DRAM on a CPU.
     Hbm,
     IntraNodeComm,
     InterNodeComm,
     PipelineBubble,
+    /// CPU ranks waiting for a core: more busy ranks than cores.
+    TimeSlicing,
 }
 
 impl Term {
-    pub const ALL: [Term; 5] = [
+    pub const ALL: [Term; 6] = [
         Term::Compute,
         Term::Hbm,
         Term::IntraNodeComm,
         Term::InterNodeComm,
         Term::PipelineBubble,
+        Term::TimeSlicing,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
             Term::Compute => "compute",
-            Term::Hbm => "HBM",
+            Term::Hbm => "memory",
             Term::IntraNodeComm => "intra-node comm",
             Term::InterNodeComm => "inter-node comm",
             Term::PipelineBubble => "pipeline bubble",
+            Term::TimeSlicing => "time-slicing",
         }
     }
 }
@@ -66,6 +73,7 @@ pub struct Estimate {
     pub intra_node_comm_s: f64,
     pub inter_node_comm_s: f64,
     pub pipeline_bubble_s: f64,
+    pub time_slicing_s: f64,
 }
 
 impl Estimate {
@@ -80,6 +88,7 @@ impl Estimate {
             Term::IntraNodeComm => self.intra_node_comm_s,
             Term::InterNodeComm => self.inter_node_comm_s,
             Term::PipelineBubble => self.pipeline_bubble_s,
+            Term::TimeSlicing => self.time_slicing_s,
         }
     }
 
@@ -102,6 +111,7 @@ impl Estimate {
             intra_node_comm_s: self.intra_node_comm_s + other.intra_node_comm_s,
             inter_node_comm_s: self.inter_node_comm_s + other.inter_node_comm_s,
             pipeline_bubble_s: self.pipeline_bubble_s + other.pipeline_bubble_s,
+            time_slicing_s: self.time_slicing_s + other.time_slicing_s,
         }
     }
 
@@ -113,6 +123,7 @@ impl Estimate {
             intra_node_comm_s: self.intra_node_comm_s * k,
             inter_node_comm_s: self.inter_node_comm_s * k,
             pipeline_bubble_s: self.pipeline_bubble_s * k,
+            time_slicing_s: self.time_slicing_s * k,
         }
     }
 }
@@ -156,13 +167,13 @@ impl Workload {
     }
 }
 
-/// Memory of the fullest GPU: its stage's weights and KV cache for the whole batch at the
-/// prompt's length plus the new tokens (activations and workspace left out).
+/// Memory of the fullest GPU (or CPU rank): its stage's weights and KV cache for the whole batch
+/// at the prompt's length plus the new tokens (activations and workspace left out).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemoryEstimate {
     pub weights_bytes: f64,
     pub kv_cache_bytes: f64,
-    /// Weights and KV cache fit in one GPU's memory.
+    /// Weights and KV cache fit in one GPU's memory (a CPU host's, for all its ranks).
     pub fits: bool,
 }
 
@@ -179,6 +190,9 @@ pub struct VariantPrediction {
     pub prompt_tokens: usize,
     /// Time to first token of one prompt alone.
     pub ttft: Estimate,
+    /// Time until every prompt of the run's batch has its first token: the prompts prefilled one
+    /// after another, each a chunk through the pipeline.
+    pub ttft_batch: Estimate,
     /// Time per generated token, one sequence.
     pub decode_batch1: Estimate,
     /// Time per generated token of each sequence, the run's batch decoding together.
@@ -210,36 +224,75 @@ impl StrategyPrediction {
     }
 }
 
+/// How a pass runs: its work, how many stages are busy at once (the ranks that share a CPU
+/// host's cores), and whether it is decode (one new token per sequence: attention runs the
+/// decode kernel; prefill's attention is matmuls).
+#[derive(Debug, Clone, Copy)]
+struct PassShape {
+    pass: Pass,
+    busy_stages: usize,
+    decode: bool,
+}
+
+/// Seconds of one kind of kernel by its roofline: all compute or all memory, whichever is longer.
+fn kernel_estimate(work: Work, flops_per_s: f64, bytes_per_s: f64) -> Estimate {
+    let (compute, memory) = roofline_seconds(work, flops_per_s, bytes_per_s);
+    if compute >= memory {
+        Estimate {
+            compute_s: compute,
+            ..Estimate::default()
+        }
+    } else {
+        Estimate {
+            hbm_s: memory,
+            ..Estimate::default()
+        }
+    }
+}
+
 /// One stage's share of a pass, in seconds per term (no bubble: that is the pipeline's).
 fn stage_seconds(
     model: &ModelShape,
     args: &EngineArgs,
     hardware: &Hardware,
-    pass: Pass,
+    shape: PassShape,
     activation_bytes: usize,
 ) -> Vec<Estimate> {
+    let PassShape {
+        pass,
+        busy_stages,
+        decode,
+    } = shape;
     let place = Placement::new(args);
     let stages = place.stages();
     let last = stages.len().saturating_sub(1);
     let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
+    let attention_flops_per_s = if decode {
+        hardware.attention_flops_per_s
+    } else {
+        hardware.flops_per_s
+    };
+    // Busy ranks beyond a CPU host's cores stretch every kernel by the turns its cores take.
+    let turns = hardware.host.map_or(1, |host| {
+        time_slicing_turns(
+            place.busy_ranks_per_host(busy_stages, host.single_host),
+            host.slots(),
+        )
+    });
     stages
         .iter()
         .enumerate()
         .map(|(s, &stage)| {
             let work = stage_pass_work(model, args.tp, stage, pass);
-            let (compute, hbm) =
-                roofline_seconds(work, hardware.flops_per_s, hardware.hbm_bytes_per_s);
-            let mut e = if compute >= hbm {
-                Estimate {
-                    compute_s: compute,
-                    ..Estimate::default()
-                }
-            } else {
-                Estimate {
-                    hbm_s: hbm,
-                    ..Estimate::default()
-                }
-            };
+            let mut e =
+                kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
+                    kernel_estimate(
+                        work.attention,
+                        attention_flops_per_s,
+                        hardware.hbm_bytes_per_s,
+                    ),
+                );
+            e.time_slicing_s = (turns - 1) as f64 * (e.compute_s + e.hbm_s);
             let mut comm = |spans_nodes: bool, seconds: f64| {
                 if spans_nodes {
                     e.inter_node_comm_s += seconds;
@@ -299,15 +352,19 @@ pub fn predict(
     workload: &Workload,
 ) -> StrategyPrediction {
     let hw = hardware.achievable();
-    let seconds = |pass| stage_seconds(model, args, &hw, pass, workload.activation_bytes);
+    let seconds = |shape| stage_seconds(model, args, &hw, shape, workload.activation_bytes);
     let decode = |batch: usize, context: f64| {
         let (groups, size) = decode_groups(batch, args.micro_batches, args.pp);
         let rows = size as f64;
-        let stages = seconds(Pass {
-            rows,
-            attended: rows * context,
-            kv_read: rows * context,
-            logits_rows: rows,
+        let stages = seconds(PassShape {
+            pass: Pass {
+                rows,
+                attended: rows * context,
+                kv_read: rows * context,
+                logits_rows: rows,
+            },
+            busy_stages: groups,
+            decode: true,
         });
         pipeline_estimate(
             &stages,
@@ -321,19 +378,30 @@ pub fn predict(
         .map(|prompt| {
             let n = prompt.tokens;
             // A prompt alone is one prefill chunk (the engine does not split a sequence).
-            let prefill = seconds(Pass {
-                rows: n as f64,
-                attended: causal_attended(n),
-                kv_read: n as f64,
-                logits_rows: 1.0,
+            let prefill = seconds(PassShape {
+                pass: Pass {
+                    rows: n as f64,
+                    attended: causal_attended(n),
+                    kv_read: n as f64,
+                    logits_rows: 1.0,
+                },
+                busy_stages: 1,
+                decode: false,
             });
             let ttft = pipeline_estimate(&prefill, 1, pipeline_seconds(&totals(&prefill), 1));
+            let chunks = args.batch_size.max(1);
+            let ttft_batch = pipeline_estimate(
+                &prefill,
+                chunks,
+                pipeline_seconds(&totals(&prefill), chunks),
+            );
             let mean_context = n as f64 + workload.new_tokens as f64 / 2.0;
             let decode_batch = decode(args.batch_size, mean_context);
             VariantPrediction {
                 variant: prompt.variant.clone(),
                 prompt_tokens: n,
                 ttft,
+                ttft_batch,
                 decode_batch1: decode(1, mean_context),
                 decode_tokens_per_s: args.batch_size as f64 / decode_batch.seconds(),
                 decode_batch,
@@ -363,6 +431,14 @@ fn memory(
     hardware: &Hardware,
     cached_tokens: f64,
 ) -> MemoryEstimate {
+    // A CPU host's memory holds all its ranks (counted as copies of the fullest); a GPU's, one.
+    let sharing = hardware.host.map_or(1, |host| {
+        if host.single_host {
+            args.tp * args.pp
+        } else {
+            args.ranks_per_node.max(1)
+        }
+    }) as f64;
     Placement::new(args)
         .stages()
         .into_iter()
@@ -373,7 +449,7 @@ fn memory(
             MemoryEstimate {
                 weights_bytes,
                 kv_cache_bytes,
-                fits: weights_bytes + kv_cache_bytes <= hardware.memory_bytes,
+                fits: (weights_bytes + kv_cache_bytes) * sharing <= hardware.memory_bytes,
             }
         })
         .fold(None, |fullest: Option<MemoryEstimate>, m| match fullest {

@@ -317,10 +317,24 @@ impl ClusterProfile {
             path: path.to_path_buf(),
             source,
         })?;
-        let profile: Self = toml::from_str(&text).map_err(|source| ProfileError::Parse {
+        let mut profile: Self = toml::from_str(&text).map_err(|source| ProfileError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
+        // A hardware preset file is read once, here, relative to the profile: the loaded
+        // profile then stands alone (as a run folder's copy must).
+        if let Some(spec) = profile.hardware.take() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            profile.hardware =
+                Some(
+                    spec.inline_preset_file(base)
+                        .map_err(|e| ProfileError::Field {
+                            name: profile.name.clone(),
+                            field: format!("hardware.{}", e.field),
+                            reason: e.reason,
+                        })?,
+                );
+        }
         profile.check()?;
         Ok(profile)
     }

@@ -1,0 +1,311 @@
+//! `driver calibrate`: measures this machine with the engine (`engine calibrate`: its own GEMM,
+//! decode GEMV and decode-attention kernels on one rank's threads; MPI ping-pong and all-reduce
+//! between ranks started by `mpirun`) and turns the figures into a `[hardware]` preset file for
+//! CPU profiles, such as `slurm/profiles/hardware/cpu-local.toml`.
+//!
+//! Every MPI figure is measured on this machine, so it stands for both links: the local
+//! launcher's fake nodes are all this host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::hardware_spec::HardwareSpec;
+
+/// `engine calibrate --part compute`'s answer (the fields the preset uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputeRates {
+    pub threads: usize,
+    pub matmul_flops_per_s: f64,
+    pub gemv_bytes_per_s: f64,
+    pub attention_flops_per_s: f64,
+}
+
+/// `engine calibrate --part comm`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommRates {
+    pub ranks: usize,
+    pub latency_s: f64,
+    pub bytes_per_s: f64,
+    pub all_reduce_s: f64,
+}
+
+/// What to measure with, and what the preset says of the host.
+#[derive(Debug, Clone)]
+pub struct CalibrationOptions {
+    pub engine: PathBuf,
+    /// The preset's name (`preset = ...` in the file).
+    pub name: String,
+    /// Cores ranks share on this host.
+    pub cores: usize,
+    pub threads_per_rank: usize,
+    /// The profiles that use the preset run every node on this host.
+    pub single_host: bool,
+    /// MiB of weights the decode GEMV streams.
+    pub gemv_mib: usize,
+    /// Run `mpirun` as root (`--allow-run-as-root`).
+    pub as_root: bool,
+}
+
+/// Everything measured, and the preset made of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub compute: ComputeRates,
+    pub comm: CommRates,
+    /// Host memory, bytes (`/proc/meminfo`'s MemTotal).
+    pub memory_bytes: f64,
+    pub preset: HardwareSpec,
+}
+
+/// Why a calibration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{command}` printed no figures it should ({error}): {stdout}")]
+    Output {
+        command: String,
+        error: String,
+        stdout: String,
+    },
+    #[error("{path}: cannot read the host's memory: {message}")]
+    Memory { path: PathBuf, message: String },
+}
+
+/// Runs the engine's measurements on this machine: compute on one rank's threads, then MPI
+/// between two ranks.
+pub fn calibrate(options: &CalibrationOptions) -> Result<Calibration, CalibrationError> {
+    let mut compute = Command::new(&options.engine);
+    compute
+        .args(["calibrate", "--part", "compute", "--gemv-mib"])
+        .arg(options.gemv_mib.to_string())
+        .env("RAYON_NUM_THREADS", options.threads_per_rank.to_string());
+    let compute: ComputeRates = run_json(compute)?;
+    let mut comm = Command::new("mpirun");
+    comm.args(["-n", "2", "--oversubscribe"]);
+    if options.as_root {
+        comm.arg("--allow-run-as-root");
+    }
+    // As the local demo's jobs run: waiting ranks yield their core.
+    comm.args(["-x", "OMPI_MCA_mpi_yield_when_idle=1"])
+        .arg(&options.engine)
+        .args(["calibrate", "--part", "comm"]);
+    let comm: CommRates = run_json(comm)?;
+    let memory_bytes = host_memory_bytes(Path::new("/proc/meminfo"))?;
+    let preset = preset(options, &compute, &comm, memory_bytes);
+    Ok(Calibration {
+        compute,
+        comm,
+        memory_bytes,
+        preset,
+    })
+}
+
+/// The preset of a calibration: measured rates as they are (achievable fraction 1), the same
+/// MPI link inside and between nodes.
+pub fn preset(
+    options: &CalibrationOptions,
+    compute: &ComputeRates,
+    comm: &CommRates,
+    memory_bytes: f64,
+) -> HardwareSpec {
+    let latency_us = comm.latency_s * 1e6;
+    HardwareSpec {
+        preset: Some(options.name.clone()),
+        flops_per_s: Some(round3(compute.matmul_flops_per_s)),
+        hbm_bytes_per_s: Some(round3(compute.gemv_bytes_per_s)),
+        attention_flops_per_s: Some(round3(compute.attention_flops_per_s)),
+        memory_gb: Some(round3(memory_bytes / 1e9)),
+        intra_node_bytes_per_s: Some(round3(comm.bytes_per_s)),
+        intra_node_latency_us: Some(round3(latency_us)),
+        inter_node_bytes_per_s: Some(round3(comm.bytes_per_s)),
+        inter_node_latency_us: Some(round3(latency_us)),
+        achievable_fraction: Some(1.0),
+        host_cores: Some(options.cores),
+        threads_per_rank: Some(options.threads_per_rank),
+        single_host: Some(options.single_host),
+        ..HardwareSpec::default()
+    }
+}
+
+/// The preset file: a header saying where and when it was measured, then `[hardware]`.
+pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
+    let c = &calibration.compute;
+    let m = &calibration.comm;
+    let mut text = format!(
+        "# Written by `driver calibrate` on {machine}, {date}: the engine's own kernels on {threads} \
+         thread(s)\n# per rank (`engine calibrate --part compute`) and MPI between 2 ranks on this \
+         host\n# (`mpirun -n 2 engine calibrate --part comm`). Measured, so achievable_fraction = 1.\
+         \n#   matmul (prefill GEMM, 512x1024 by 1024x2048): {:.1} GFLOP/s\n#   decode GEMV \
+         streaming weights: {:.2} GB/s (hbm_bytes_per_s)\n#   decode attention (2048 cached \
+         tokens): {:.2} GFLOP/s\n#   MPI: {:.1} us half round trip, {:.2} GB/s, all-reduce of \
+         4 KiB over 2 ranks {:.1} us\n# Profiles use it with `[hardware] preset_file = \
+         \"hardware/<file>.toml\"`; rerun `driver calibrate` on\n# another machine rather than \
+         editing the figures.\n",
+        c.matmul_flops_per_s / 1e9,
+        c.gemv_bytes_per_s / 1e9,
+        c.attention_flops_per_s / 1e9,
+        m.latency_s * 1e6,
+        m.bytes_per_s / 1e9,
+        m.all_reduce_s * 1e6,
+        threads = c.threads,
+    );
+    text.push_str("[hardware]\n");
+    // A flat table of numbers, strings and booleans: serialising it cannot fail.
+    text.push_str(&toml::to_string(&calibration.preset).unwrap_or_default());
+    text
+}
+
+/// Three significant digits: the figures are measurements, not constants.
+fn round3(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+fn run_json<T: serde::de::DeserializeOwned>(mut command: Command) -> Result<T, CalibrationError> {
+    let shown = format!("{command:?}");
+    let out = command.output().map_err(|source| CalibrationError::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(CalibrationError::Failed {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    // Rank 0 prints one JSON line; anything else (MPI's notices) is skipped.
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| CalibrationError::Output {
+        command: shown,
+        error: e.to_string(),
+        stdout: stdout.clone(),
+    })
+}
+
+/// `MemTotal` of a meminfo file, in bytes.
+pub fn host_memory_bytes(path: &Path) -> Result<f64, CalibrationError> {
+    let error = |message: String| CalibrationError::Memory {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let kib: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| error("no `MemTotal: N kB` line".into()))?;
+    Ok(kib * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calibration() -> Calibration {
+        let options = CalibrationOptions {
+            engine: "engine".into(),
+            name: "cpu-test".into(),
+            cores: 2,
+            threads_per_rank: 1,
+            single_host: true,
+            gemv_mib: 1024,
+            as_root: false,
+        };
+        let compute = ComputeRates {
+            threads: 1,
+            matmul_flops_per_s: 79_684_869_562.9,
+            gemv_bytes_per_s: 12_655_081_905.3,
+            attention_flops_per_s: 3_913_275_084.7,
+        };
+        let comm = CommRates {
+            ranks: 2,
+            latency_s: 3.164e-6,
+            bytes_per_s: 2_137_384_523.2,
+            all_reduce_s: 4.282e-6,
+        };
+        let preset = preset(&options, &compute, &comm, 25_217_757_184.0);
+        Calibration {
+            compute,
+            comm,
+            memory_bytes: 25_217_757_184.0,
+            preset,
+        }
+    }
+
+    #[test]
+    fn figures_keep_three_significant_digits() {
+        assert_eq!(round3(79_684_869_562.9), 79_700_000_000.0);
+        assert_eq!(round3(3.164), 3.16);
+        assert_eq!(round3(0.0), 0.0);
+    }
+
+    #[test]
+    fn the_preset_file_reads_back_as_the_measured_cpu_host() {
+        let c = calibration();
+        let text = render(&c, "vm (Intel Xeon, 2 cores)", "2026-11-28");
+        assert!(
+            text.starts_with("# Written by `driver calibrate` on vm"),
+            "{text}"
+        );
+        assert!(text.contains("12.66 GB/s"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpu.toml");
+        std::fs::write(&path, &text).unwrap();
+        let spec = HardwareSpec::read_preset_file(&path).unwrap();
+        assert_eq!(spec, c.preset);
+        let h = spec.resolve().unwrap();
+        assert_eq!(h.name, "cpu-test");
+        assert_eq!(h.hbm_bytes_per_s, 12.7e9);
+        assert_eq!(h.attention_flops_per_s, 3.91e9);
+        assert_eq!(h.intra_node.latency_s, h.inter_node.latency_s);
+        assert!((h.intra_node.latency_s - 3.16e-6).abs() < 1e-12);
+        assert_eq!(h.memory_bytes, 25.2e9);
+        assert_eq!(h.host.map(|host| host.slots()), Some(2));
+    }
+
+    #[test]
+    fn engine_output_is_found_among_mpi_notices() {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            r#"echo 'notice: something'; echo '{"ranks":2,"latency_s":3e-6,"bytes_per_s":2e9,"all_reduce_s":4e-6,"extra":1}'"#,
+        ]);
+        let rates: CommRates = run_json(c).unwrap();
+        assert_eq!(rates.ranks, 2);
+        let mut bad = Command::new("sh");
+        bad.args(["-c", "echo nothing"]);
+        let err = run_json::<CommRates>(bad).unwrap_err().to_string();
+        assert!(err.contains("nothing"), "{err}");
+    }
+
+    #[test]
+    fn meminfo_gives_the_total_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meminfo");
+        std::fs::write(&path, "MemTotal:       24626716 kB\nMemFree: 1 kB\n").unwrap();
+        assert_eq!(host_memory_bytes(&path).unwrap(), 24_626_716.0 * 1024.0);
+        std::fs::write(&path, "nothing\n").unwrap();
+        assert!(host_memory_bytes(&path).is_err());
+    }
+}
