@@ -28,10 +28,6 @@ pub struct CalibrateArgs {
     /// Cores (threads) per rank: RAYON_NUM_THREADS of the measurement, as of the jobs.
     #[arg(long, default_value_t = 1)]
     threads_per_rank: usize,
-    /// The profiles using the preset have nodes on separate hosts (default: every node is this
-    /// machine, as the local launcher's fake nodes are).
-    #[arg(long)]
-    multi_host: bool,
     /// MiB of weights the decode GEMV streams (well above the last-level cache).
     #[arg(long, default_value_t = 1024)]
     gemv_mib: usize,
@@ -54,7 +50,6 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<i32> {
         name: args.name.clone(),
         cores,
         threads_per_rank: args.threads_per_rank.max(1),
-        single_host: !args.multi_host,
         gemv_mib: args.gemv_mib,
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,

@@ -1,7 +1,8 @@
 //! `driver calibrate`: measures this machine with the engine (`engine calibrate`: its own GEMM,
-//! decode GEMV and decode-attention kernels on one rank's threads; MPI ping-pong and all-reduce
-//! between ranks started by `mpirun`) and turns the figures into a `[hardware]` preset file for
-//! CPU profiles, such as `slurm/profiles/hardware/cpu-local.toml`.
+//! decode GEMV and decode-attention kernels on one rank's threads, then on as many ranks as the
+//! cores hold at once; MPI ping-pong and all-reduce between ranks started by `mpirun`) and turns
+//! the figures into a `[hardware]` preset file for CPU profiles, such as
+//! `slurm/profiles/hardware/cpu-local.toml`.
 //!
 //! Every MPI figure is measured on this machine, so it stands for both links: the local
 //! launcher's fake nodes are all this host.
@@ -40,8 +41,6 @@ pub struct CalibrationOptions {
     /// Cores ranks share on this host.
     pub cores: usize,
     pub threads_per_rank: usize,
-    /// The profiles that use the preset run every node on this host.
-    pub single_host: bool,
     /// MiB of weights the decode GEMV streams.
     pub gemv_mib: usize,
     /// Run `mpirun` as root (`--allow-run-as-root`).
@@ -51,7 +50,10 @@ pub struct CalibrationOptions {
 /// Everything measured, and the preset made of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
+    /// One rank alone.
     pub compute: ComputeRates,
+    /// Each of the ranks the cores hold, all measuring at once.
+    pub concurrent: Vec<ComputeRates>,
     pub comm: CommRates,
     /// Host memory, bytes (`/proc/meminfo`'s MemTotal).
     pub memory_bytes: f64,
@@ -85,12 +87,42 @@ pub enum CalibrationError {
 /// Runs the engine's measurements on this machine: compute on one rank's threads, then MPI
 /// between two ranks.
 pub fn calibrate(options: &CalibrationOptions) -> Result<Calibration, CalibrationError> {
-    let mut compute = Command::new(&options.engine);
-    compute
-        .args(["calibrate", "--part", "compute", "--gemv-mib"])
-        .arg(options.gemv_mib.to_string())
-        .env("RAYON_NUM_THREADS", options.threads_per_rank.to_string());
-    let compute: ComputeRates = run_json(compute)?;
+    let compute_command = || {
+        let mut c = Command::new(&options.engine);
+        c.args(["calibrate", "--part", "compute", "--gemv-mib"])
+            .arg(options.gemv_mib.to_string())
+            .env("RAYON_NUM_THREADS", options.threads_per_rank.to_string());
+        c
+    };
+    let compute: ComputeRates = run_json(compute_command())?;
+    // As many ranks as the cores hold, started together: what the host gives them at once.
+    let ranks = (options.cores / options.threads_per_rank.max(1)).max(1);
+    let children = (0..ranks)
+        .map(|_| {
+            let mut c = compute_command();
+            let shown = format!("{c:?}");
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map(|child| (shown.clone(), child))
+                .map_err(|source| CalibrationError::Spawn {
+                    command: shown,
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let concurrent = children
+        .into_iter()
+        .map(|(shown, child)| {
+            let out = child
+                .wait_with_output()
+                .map_err(|source| CalibrationError::Spawn {
+                    command: shown.clone(),
+                    source,
+                })?;
+            parse_json(&shown, out)
+        })
+        .collect::<Result<Vec<ComputeRates>, _>>()?;
     let mut comm = Command::new("mpirun");
     comm.args(["-n", "2", "--oversubscribe"]);
     if options.as_root {
@@ -102,24 +134,27 @@ pub fn calibrate(options: &CalibrationOptions) -> Result<Calibration, Calibratio
         .args(["calibrate", "--part", "comm"]);
     let comm: CommRates = run_json(comm)?;
     let memory_bytes = host_memory_bytes(Path::new("/proc/meminfo"))?;
-    let preset = preset(options, &compute, &comm, memory_bytes);
+    let preset = preset(options, &compute, &concurrent, &comm, memory_bytes);
     Ok(Calibration {
         compute,
+        concurrent,
         comm,
         memory_bytes,
         preset,
     })
 }
 
-/// The preset of a calibration: measured rates as they are (achievable fraction 1), the same
-/// MPI link inside and between nodes.
+/// The preset of a calibration: measured rates as they are (achievable fraction 1), the host's
+/// the sum of the concurrent ranks', the same MPI link inside and between nodes.
 pub fn preset(
     options: &CalibrationOptions,
     compute: &ComputeRates,
+    concurrent: &[ComputeRates],
     comm: &CommRates,
     memory_bytes: f64,
 ) -> HardwareSpec {
     let latency_us = comm.latency_s * 1e6;
+    let total = |f: fn(&ComputeRates) -> f64| concurrent.iter().map(f).sum::<f64>();
     HardwareSpec {
         preset: Some(options.name.clone()),
         flops_per_s: Some(round3(compute.matmul_flops_per_s)),
@@ -133,7 +168,8 @@ pub fn preset(
         achievable_fraction: Some(1.0),
         host_cores: Some(options.cores),
         threads_per_rank: Some(options.threads_per_rank),
-        single_host: Some(options.single_host),
+        host_flops_per_s: Some(round3(total(|c| c.matmul_flops_per_s))),
+        host_memory_bytes_per_s: Some(round3(total(|c| c.gemv_bytes_per_s))),
         ..HardwareSpec::default()
     }
 }
@@ -143,22 +179,33 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
     let c = &calibration.compute;
     let m = &calibration.comm;
     let mut text = format!(
-        "# Written by `driver calibrate` on {machine}, {date}: the engine's own kernels on {threads} \
-         thread(s)\n# per rank (`engine calibrate --part compute`) and MPI between 2 ranks on this \
-         host\n# (`mpirun -n 2 engine calibrate --part comm`). Measured, so achievable_fraction = 1.\
-         \n#   matmul (prefill GEMM, 512x1024 by 1024x2048): {:.1} GFLOP/s\n#   decode GEMV \
-         streaming weights: {:.2} GB/s (hbm_bytes_per_s)\n#   decode attention (2048 cached \
-         tokens): {:.2} GFLOP/s\n#   MPI: {:.1} us half round trip, {:.2} GB/s, all-reduce of \
-         4 KiB over 2 ranks {:.1} us\n# Profiles use it with `[hardware] preset_file = \
-         \"hardware/<file>.toml\"`; rerun `driver calibrate` on\n# another machine rather than \
-         editing the figures.\n",
+        "# Written by `driver calibrate` on {machine}, {date}.\n\
+         # The engine's own kernels on {threads} thread(s), as one rank computes \
+         (`engine calibrate --part compute`),\n\
+         # and MPI between 2 ranks of this host (`mpirun -n 2 engine calibrate --part comm`).\n\
+         # Measured rates, so achievable_fraction = 1:\n\
+         #   prefill matmul (512x1024 by 1024x2048): {:.1} GFLOP/s (flops_per_s)\n\
+         #   decode GEMV streaming its weights: {:.2} GB/s (hbm_bytes_per_s)\n\
+         #   decode attention over 2048 cached tokens: {:.2} GFLOP/s (attention_flops_per_s)\n\
+         #   {ranks} ranks at once, all together: {:.1} GFLOP/s matmul, {:.2} GB/s GEMV \
+         (host_flops_per_s, host_memory_bytes_per_s)\n\
+         #   MPI: {:.1} us half round trip, {:.2} GB/s; all-reduce of 4 KiB over 2 ranks {:.1} us\n\
+         # Profiles use it with `[hardware] preset_file = \"hardware/<file>.toml\"`. On another \
+         machine, run\n# `driver calibrate` again rather than editing the figures.\n",
         c.matmul_flops_per_s / 1e9,
         c.gemv_bytes_per_s / 1e9,
         c.attention_flops_per_s / 1e9,
+        calibration.preset.host_flops_per_s.unwrap_or_default() / 1e9,
+        calibration
+            .preset
+            .host_memory_bytes_per_s
+            .unwrap_or_default()
+            / 1e9,
         m.latency_s * 1e6,
         m.bytes_per_s / 1e9,
         m.all_reduce_s * 1e6,
         threads = c.threads,
+        ranks = calibration.concurrent.len(),
     );
     text.push_str("[hardware]\n");
     // A flat table of numbers, strings and booleans: serialising it cannot fail.
@@ -181,6 +228,15 @@ fn run_json<T: serde::de::DeserializeOwned>(mut command: Command) -> Result<T, C
         command: shown.clone(),
         source,
     })?;
+    parse_json(&shown, out)
+}
+
+/// The JSON line a finished engine printed.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    shown: &str,
+    out: std::process::Output,
+) -> Result<T, CalibrationError> {
+    let shown = shown.to_string();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(CalibrationError::Failed {
@@ -228,7 +284,6 @@ mod tests {
             name: "cpu-test".into(),
             cores: 2,
             threads_per_rank: 1,
-            single_host: true,
             gemv_mib: 1024,
             as_root: false,
         };
@@ -244,9 +299,18 @@ mod tests {
             bytes_per_s: 2_137_384_523.2,
             all_reduce_s: 4.282e-6,
         };
-        let preset = preset(&options, &compute, &comm, 25_217_757_184.0);
+        // Two ranks at once stream 8 GB/s each: 16 GB/s for the host, not 2 x 12.7.
+        let concurrent = vec![
+            ComputeRates {
+                gemv_bytes_per_s: 8e9,
+                ..compute.clone()
+            };
+            2
+        ];
+        let preset = preset(&options, &compute, &concurrent, &comm, 25_217_757_184.0);
         Calibration {
             compute,
+            concurrent,
             comm,
             memory_bytes: 25_217_757_184.0,
             preset,
@@ -281,7 +345,11 @@ mod tests {
         assert_eq!(h.intra_node.latency_s, h.inter_node.latency_s);
         assert!((h.intra_node.latency_s - 3.16e-6).abs() < 1e-12);
         assert_eq!(h.memory_bytes, 25.2e9);
-        assert_eq!(h.host.map(|host| host.slots()), Some(2));
+        let host = h.host.unwrap();
+        assert_eq!(host.slots(), 2);
+        assert_eq!(host.memory_bytes_per_s, 16e9);
+        // 2 x 79,684,869,562.9 to three digits.
+        assert_eq!(host.flops_per_s, 159e9);
     }
 
     #[test]

@@ -198,6 +198,15 @@ pub fn time_slicing_turns(busy: usize, slots: usize) -> usize {
     busy.max(1).div_ceil(slots.max(1))
 }
 
+/// One rank's rate when `ranks` of a host use the same resource at once: its own rate, or its
+/// share of the host's, whichever is lower: min(rank, host / ranks). A socket's memory bandwidth
+/// is shared by its cores (Williams et al. 2009, the roofline of a multicore chip; McCalpin's
+/// STREAM run on 1 and on all cores shows the gap), and so are cores that a busy host or SMT
+/// siblings lend out.
+pub fn shared_rate(rank: f64, host: f64, ranks: usize) -> f64 {
+    rank.min(host / ranks.max(1) as f64)
+}
+
 /// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
 /// stages once (fill and drain): (pp−1) / (m + pp−1). Source: Huang et al. 2019 (GPipe), sec. 2.3;
 /// Narayanan et al. 2021 (Megatron-LM at scale), sec. 2.2.1.
@@ -334,6 +343,14 @@ mod tests {
         assert_eq!(time_slicing_turns(6, 2), 3);
         assert_eq!(time_slicing_turns(1, 2), 1);
         assert_eq!(time_slicing_turns(0, 2), 1);
+    }
+
+    #[test]
+    fn ranks_share_the_hosts_rate_beyond_their_own() {
+        // One rank streams 10 GB/s; the host, 16 GB/s with both cores streaming: 8 GB/s each.
+        assert_eq!(shared_rate(10e9, 16e9, 1), 10e9);
+        assert_eq!(shared_rate(10e9, 16e9, 2), 8e9);
+        assert_eq!(shared_rate(10e9, 30e9, 2), 10e9);
     }
 
     #[test]

@@ -33,13 +33,17 @@ pub struct Hardware {
 }
 
 /// The cores of a CPU host and how ranks use them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CpuHost {
     /// Cores of one host.
     pub cores: usize,
     /// Cores (threads) one rank computes on (`RAYON_NUM_THREADS`).
     pub threads_per_rank: usize,
-    /// Every node of the profile is this one host (the local launcher's fake nodes).
+    /// Matmul FLOP/s of all the host's ranks computing at once (shared among them).
+    pub flops_per_s: f64,
+    /// Memory read rate of all the host's ranks streaming at once (shared among them).
+    pub memory_bytes_per_s: f64,
+    /// Every node of the cluster is this one host (the profile's `cluster.one_host`).
     pub single_host: bool,
 }
 
@@ -118,7 +122,11 @@ impl Hardware {
             intra_node: scale(self.intra_node),
             inter_node: scale(self.inter_node),
             achievable_fraction: 1.0,
-            host: self.host,
+            host: self.host.map(|host| CpuHost {
+                flops_per_s: host.flops_per_s * f,
+                memory_bytes_per_s: host.memory_bytes_per_s * f,
+                ..host
+            }),
         }
     }
 

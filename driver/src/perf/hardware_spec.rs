@@ -52,10 +52,14 @@ pub struct HardwareSpec {
     /// CPU machines: cores one rank computes on (`RAYON_NUM_THREADS`; default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads_per_rank: Option<usize>,
-    /// CPU machines: every node of the profile is this one host (the local launcher's fake
-    /// nodes), so all of a job's ranks share its cores (default false).
+    /// CPU machines: matmul FLOP/s of a rank on every core of the host at once, all together
+    /// (default: `flops_per_s` times the ranks that fit, nothing lost to sharing).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub single_host: Option<bool>,
+    pub host_flops_per_s: Option<f64>,
+    /// CPU machines: memory read rate of a rank on every core at once, all together (default:
+    /// `hbm_bytes_per_s` times the ranks that fit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_memory_bytes_per_s: Option<f64>,
 }
 
 /// The file `preset_file` names: a `[hardware]` table and nothing else.
@@ -114,7 +118,10 @@ impl HardwareSpec {
             achievable_fraction: self.achievable_fraction.or(base.achievable_fraction),
             host_cores: self.host_cores.or(base.host_cores),
             threads_per_rank: self.threads_per_rank.or(base.threads_per_rank),
-            single_host: self.single_host.or(base.single_host),
+            host_flops_per_s: self.host_flops_per_s.or(base.host_flops_per_s),
+            host_memory_bytes_per_s: self
+                .host_memory_bytes_per_s
+                .or(base.host_memory_bytes_per_s),
         }
     }
 
@@ -175,6 +182,11 @@ impl HardwareSpec {
             ));
         }
         let flops_per_s = figure("flops_per_s", self.flops_per_s, b.map(|h| h.flops_per_s))?;
+        let hbm_bytes_per_s = figure(
+            "hbm_bytes_per_s",
+            self.hbm_bytes_per_s,
+            b.map(|h| h.hbm_bytes_per_s),
+        )?;
         let link =
             |prefix: &str, bytes: Option<f64>, latency_us: Option<f64>, base: Option<Link>| {
                 Ok::<_, HardwareError>(Link {
@@ -193,11 +205,7 @@ impl HardwareSpec {
         Ok(Hardware {
             name: self.preset.clone().unwrap_or_else(|| "custom".into()),
             flops_per_s,
-            hbm_bytes_per_s: figure(
-                "hbm_bytes_per_s",
-                self.hbm_bytes_per_s,
-                b.map(|h| h.hbm_bytes_per_s),
-            )?,
+            hbm_bytes_per_s,
             attention_flops_per_s: figure(
                 "attention_flops_per_s",
                 self.attention_flops_per_s,
@@ -221,20 +229,28 @@ impl HardwareSpec {
                 b.map(|h| h.inter_node),
             )?,
             achievable_fraction,
-            host: self.cpu_host()?,
+            host: self.cpu_host(flops_per_s, hbm_bytes_per_s)?,
         })
     }
 
-    fn cpu_host(&self) -> Result<Option<CpuHost>, HardwareError> {
+    /// The CPU host, given one rank's rates (the defaults of the host's).
+    fn cpu_host(
+        &self,
+        flops_per_s: f64,
+        bytes_per_s: f64,
+    ) -> Result<Option<CpuHost>, HardwareError> {
         let error = |field: &str, reason: &str| HardwareError {
             field: field.into(),
             reason: reason.into(),
         };
         let Some(cores) = self.host_cores else {
-            if self.threads_per_rank.is_some() || self.single_host.is_some() {
+            if self.threads_per_rank.is_some()
+                || self.host_flops_per_s.is_some()
+                || self.host_memory_bytes_per_s.is_some()
+            {
                 return Err(error(
                     "host_cores",
-                    "missing: threads_per_rank and single_host describe a CPU host; give its cores",
+                    "missing: threads_per_rank and host_* describe a CPU host; give its cores",
                 ));
             }
             return Ok(None);
@@ -250,10 +266,23 @@ impl HardwareSpec {
                 "must be at least 1",
             ));
         }
+        let slots = (cores / threads_per_rank).max(1) as f64;
+        let host_rate = |field: &str, given: Option<f64>, rank: f64| match given {
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) => Err(error(field, &format!("{v} must be a positive number"))),
+            None => Ok(rank * slots),
+        };
         Ok(Some(CpuHost {
             cores,
             threads_per_rank,
-            single_host: self.single_host.unwrap_or(false),
+            flops_per_s: host_rate("host_flops_per_s", self.host_flops_per_s, flops_per_s)?,
+            memory_bytes_per_s: host_rate(
+                "host_memory_bytes_per_s",
+                self.host_memory_bytes_per_s,
+                bytes_per_s,
+            )?,
+            // The cluster's `one_host` says (see `predict_strategies`).
+            single_host: false,
         }))
     }
 }
@@ -275,7 +304,6 @@ mod tests {
             inter_node_latency_us: Some(3.0),
             achievable_fraction: Some(1.0),
             host_cores: Some(2),
-            single_host: Some(true),
             ..HardwareSpec::default()
         }
     }
@@ -286,9 +314,11 @@ mod tests {
         assert_eq!(h.name, "cpu-test");
         assert_eq!(h.attention_flops_per_s, 3e9);
         let host = h.host.unwrap();
+        // Unstated, the host's rates are the rank's times the ranks that fit.
+        assert_eq!((host.flops_per_s, host.memory_bytes_per_s), (100e9, 20e9));
         assert_eq!(
             (host.cores, host.threads_per_rank, host.single_host),
-            (2, 1, true)
+            (2, 1, false)
         );
         assert_eq!(host.slots(), 2);
         let two_threads = HardwareSpec {
@@ -298,6 +328,7 @@ mod tests {
         assert_eq!(two_threads.resolve().unwrap().host.unwrap().slots(), 1);
         let lone = HardwareSpec {
             host_cores: None,
+            threads_per_rank: Some(1),
             ..cpu()
         };
         assert_eq!(lone.resolve().unwrap_err().field, "host_cores");

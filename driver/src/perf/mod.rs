@@ -71,7 +71,7 @@ pub fn predict_strategies(
     profile: &ClusterProfile,
     strategies: &[Box<dyn ParallelismStrategy>],
 ) -> Result<Predictions, PerfError> {
-    let hardware = profile
+    let mut hardware = profile
         .hardware
         .as_ref()
         .ok_or_else(|| PerfError::NoHardware {
@@ -82,6 +82,9 @@ pub fn predict_strategies(
             profile: profile.name.clone(),
             error,
         })?;
+    if let Some(host) = &mut hardware.host {
+        host.single_host = profile.cluster.one_host;
+    }
     let model = ModelShape::from_facts(&profile.model.facts()?, profile.engine.dtype.as_deref())?;
     let workload = Workload::from_profile(profile);
     let strategies = strategies

@@ -5,7 +5,8 @@
 //! Every stage's pass costs its kernels' roofline times (compute or memory, the matmuls and
 //! attention each on their own) plus its tp all-reduces plus its send to the next stage; stages
 //! are not overlapped with communication (the engine's sends and all-reduces block). On a CPU
-//! host with more busy ranks than cores, the ranks take turns (time-slicing). The pipeline turns
+//! host, ranks busy at once share its memory bandwidth and cores, and beyond its cores they take
+//! turns (the time this adds is the core-sharing term). The pipeline turns
 //! stage times into a figure (formulas.rs); the time the work would take were every stage busy is
 //! the useful part, the rest is the pipeline bubble.
 
@@ -14,7 +15,8 @@ use serde::Serialize;
 use super::formulas::{
     all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds,
     kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
-    send_seconds, stage_pass_work, stage_weight_bytes, time_slicing_turns, Pass, Work,
+    send_seconds, shared_rate, stage_pass_work, stage_weight_bytes, time_slicing_turns, Pass,
+    StageWork, Work,
 };
 use super::hardware::Hardware;
 use super::model_shape::ModelShape;
@@ -33,8 +35,9 @@ pub enum Term {
     IntraNodeComm,
     InterNodeComm,
     PipelineBubble,
-    /// CPU ranks waiting for a core: more busy ranks than cores.
-    TimeSlicing,
+    /// CPU ranks sharing a host: waiting for a core (more busy ranks than cores), or reading
+    /// memory (computing) slower than alone because the others read (compute) at once.
+    CoreSharing,
 }
 
 impl Term {
@@ -44,7 +47,7 @@ impl Term {
         Term::IntraNodeComm,
         Term::InterNodeComm,
         Term::PipelineBubble,
-        Term::TimeSlicing,
+        Term::CoreSharing,
     ];
 
     pub fn label(self) -> &'static str {
@@ -54,7 +57,7 @@ impl Term {
             Term::IntraNodeComm => "intra-node comm",
             Term::InterNodeComm => "inter-node comm",
             Term::PipelineBubble => "pipeline bubble",
-            Term::TimeSlicing => "time-slicing",
+            Term::CoreSharing => "core sharing",
         }
     }
 }
@@ -73,7 +76,7 @@ pub struct Estimate {
     pub intra_node_comm_s: f64,
     pub inter_node_comm_s: f64,
     pub pipeline_bubble_s: f64,
-    pub time_slicing_s: f64,
+    pub core_sharing_s: f64,
 }
 
 impl Estimate {
@@ -88,7 +91,7 @@ impl Estimate {
             Term::IntraNodeComm => self.intra_node_comm_s,
             Term::InterNodeComm => self.inter_node_comm_s,
             Term::PipelineBubble => self.pipeline_bubble_s,
-            Term::TimeSlicing => self.time_slicing_s,
+            Term::CoreSharing => self.core_sharing_s,
         }
     }
 
@@ -111,7 +114,7 @@ impl Estimate {
             intra_node_comm_s: self.intra_node_comm_s + other.intra_node_comm_s,
             inter_node_comm_s: self.inter_node_comm_s + other.inter_node_comm_s,
             pipeline_bubble_s: self.pipeline_bubble_s + other.pipeline_bubble_s,
-            time_slicing_s: self.time_slicing_s + other.time_slicing_s,
+            core_sharing_s: self.core_sharing_s + other.core_sharing_s,
         }
     }
 
@@ -123,7 +126,7 @@ impl Estimate {
             intra_node_comm_s: self.intra_node_comm_s * k,
             inter_node_comm_s: self.inter_node_comm_s * k,
             pipeline_bubble_s: self.pipeline_bubble_s * k,
-            time_slicing_s: self.time_slicing_s * k,
+            core_sharing_s: self.core_sharing_s * k,
         }
     }
 }
@@ -267,32 +270,47 @@ fn stage_seconds(
     let stages = place.stages();
     let last = stages.len().saturating_sub(1);
     let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
-    let attention_flops_per_s = if decode {
-        hardware.attention_flops_per_s
-    } else {
-        hardware.flops_per_s
+    // On a CPU host the ranks busy at once share its cores and memory bandwidth, and beyond its
+    // cores take turns; alone, a rank has its device's rates.
+    let (turns, share) = match hardware.host {
+        Some(host) => {
+            let busy = place.busy_ranks_per_host(busy_stages, host.single_host);
+            let at_once = busy.min(host.slots());
+            let flops = shared_rate(hardware.flops_per_s, host.flops_per_s, at_once);
+            let bytes = shared_rate(hardware.hbm_bytes_per_s, host.memory_bytes_per_s, at_once);
+            (
+                time_slicing_turns(busy, host.slots()),
+                (
+                    flops / hardware.flops_per_s,
+                    bytes / hardware.hbm_bytes_per_s,
+                ),
+            )
+        }
+        None => (1, (1.0, 1.0)),
     };
-    // Busy ranks beyond a CPU host's cores stretch every kernel by the turns its cores take.
-    let turns = hardware.host.map_or(1, |host| {
-        time_slicing_turns(
-            place.busy_ranks_per_host(busy_stages, host.single_host),
-            host.slots(),
+    let kernels = |work: StageWork, (flops_share, bytes_share): (f64, f64)| {
+        let attention_flops_per_s = if decode {
+            hardware.attention_flops_per_s
+        } else {
+            hardware.flops_per_s
+        };
+        let bytes_per_s = hardware.hbm_bytes_per_s * bytes_share;
+        kernel_estimate(work.matmul, hardware.flops_per_s * flops_share, bytes_per_s).plus(
+            kernel_estimate(
+                work.attention,
+                attention_flops_per_s * flops_share,
+                bytes_per_s,
+            ),
         )
-    });
+    };
     stages
         .iter()
         .enumerate()
         .map(|(s, &stage)| {
             let work = stage_pass_work(model, args.tp, stage, pass);
-            let mut e =
-                kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
-                    kernel_estimate(
-                        work.attention,
-                        attention_flops_per_s,
-                        hardware.hbm_bytes_per_s,
-                    ),
-                );
-            e.time_slicing_s = (turns - 1) as f64 * (e.compute_s + e.hbm_s);
+            let mut e = kernels(work, (1.0, 1.0));
+            let shared = kernels(work, share).seconds() * turns as f64;
+            e.core_sharing_s = (shared - e.seconds()).max(0.0);
             let mut comm = |spans_nodes: bool, seconds: f64| {
                 if spans_nodes {
                     e.inter_node_comm_s += seconds;
