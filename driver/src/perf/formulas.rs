@@ -198,13 +198,30 @@ pub fn time_slicing_turns(busy: usize, slots: usize) -> usize {
     busy.max(1).div_ceil(slots.max(1))
 }
 
-/// One rank's rate when `ranks` of a host use the same resource at once: its own rate, or its
-/// share of the host's, whichever is lower: min(rank, host / ranks). A socket's memory bandwidth
-/// is shared by its cores (Williams et al. 2009, the roofline of a multicore chip; McCalpin's
-/// STREAM run on 1 and on all cores shows the gap), and so are cores that a busy host or SMT
-/// siblings lend out.
-pub fn shared_rate(rank: f64, host: f64, ranks: usize) -> f64 {
-    rank.min(host / ranks.max(1) as f64)
+/// How much longer `busy` ranks of one CPU host take for their work than one rank alone takes for
+/// its share, for work running at `rank_rate` on one rank and at most `host_rate` on all the
+/// host's ranks together: no sooner than the turns its `slots` cores take
+/// ([`time_slicing_turns`]), and no sooner than all their work at the host's rate:
+/// max(ceil(busy / slots), busy x rank_rate / host_rate). The second is the roofline of the whole
+/// chip (Williams et al. 2009: a socket's cores share its memory bandwidth, as STREAM on one and
+/// on all cores shows), and it also holds when the cores are lent out (SMT siblings, a busy host).
+pub fn host_stretch(busy: usize, slots: usize, rank_rate: f64, host_rate: f64) -> f64 {
+    let turns = time_slicing_turns(busy, slots) as f64;
+    turns.max(busy.max(1) as f64 * rank_rate / host_rate)
+}
+
+/// How much longer a tp group's busy ranks take when the other ranks of their job wait on the
+/// same CPU host: MPI ranks waiting for a message poll (Open MPI spins, yielding, even with
+/// `mpi_yield_when_idle`), so they stay runnable, and a tp group's ranks wait too at every
+/// all-reduce, letting them in: the group's ranks get the host's `slots` cores shared with all
+/// `ranks_on_host` of the job: ranks_on_host / slots (at least 1). A lone rank (tp = 1) never
+/// waits inside a pass and keeps its core. Measured on the 2-core development machine: tp=2 x
+/// pp=2 decodes as slowly as one rank (4 ranks on 2 cores: 2x), pp=4 as fast as one rank.
+pub fn waiting_ranks_stretch(tp: usize, ranks_on_host: usize, slots: usize) -> f64 {
+    if tp <= 1 {
+        return 1.0;
+    }
+    (ranks_on_host as f64 / slots.max(1) as f64).max(1.0)
 }
 
 /// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
@@ -346,11 +363,27 @@ mod tests {
     }
 
     #[test]
-    fn ranks_share_the_hosts_rate_beyond_their_own() {
-        // One rank streams 10 GB/s; the host, 16 GB/s with both cores streaming: 8 GB/s each.
-        assert_eq!(shared_rate(10e9, 16e9, 1), 10e9);
-        assert_eq!(shared_rate(10e9, 16e9, 2), 8e9);
-        assert_eq!(shared_rate(10e9, 30e9, 2), 10e9);
+    fn busy_ranks_wait_for_turns_or_for_the_hosts_rate() {
+        // A rank streams 10 GB/s alone. Two cores giving 20 GB/s together: 2 ranks at once lose
+        // nothing, 3 take two turns. Two cores giving 16 GB/s: 2 ranks take 2 x 10 / 16 = 1.25x.
+        assert_eq!(host_stretch(1, 2, 10e9, 20e9), 1.0);
+        assert_eq!(host_stretch(2, 2, 10e9, 20e9), 1.0);
+        assert_eq!(host_stretch(3, 2, 10e9, 20e9), 2.0);
+        assert_eq!(host_stretch(2, 2, 10e9, 16e9), 1.25);
+        // Cores worth one between them (lent out): 3 ranks do all their work at one rank's rate.
+        assert_eq!(host_stretch(3, 2, 10e9, 10e9), 3.0);
+        assert_eq!(host_stretch(1, 2, 10e9, 10e9), 1.0);
+    }
+
+    #[test]
+    fn waiting_ranks_share_the_cores_with_a_tp_group_not_a_lone_rank() {
+        // tp=2 x pp=2 on 2 cores: the busy stage's 2 ranks share them with the 2 waiting: 2x.
+        assert_eq!(waiting_ranks_stretch(2, 4, 2), 2.0);
+        // tp=3 x pp=2: 6 ranks on 2 cores, 3x; pp=4 (tp = 1): none.
+        assert_eq!(waiting_ranks_stretch(3, 6, 2), 3.0);
+        assert_eq!(waiting_ranks_stretch(1, 4, 2), 1.0);
+        // Every rank has a core: none.
+        assert_eq!(waiting_ranks_stretch(2, 2, 2), 1.0);
     }
 
     #[test]

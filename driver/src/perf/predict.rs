@@ -13,10 +13,9 @@
 use serde::Serialize;
 
 use super::formulas::{
-    all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds,
+    all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds, host_stretch,
     kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
-    send_seconds, shared_rate, stage_pass_work, stage_weight_bytes, time_slicing_turns, Pass,
-    StageWork, Work,
+    send_seconds, stage_pass_work, stage_weight_bytes, waiting_ranks_stretch, Pass, Work,
 };
 use super::hardware::Hardware;
 use super::model_shape::ModelShape;
@@ -270,47 +269,48 @@ fn stage_seconds(
     let stages = place.stages();
     let last = stages.len().saturating_sub(1);
     let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
-    // On a CPU host the ranks busy at once share its cores and memory bandwidth, and beyond its
-    // cores take turns; alone, a rank has its device's rates.
-    let (turns, share) = match hardware.host {
+    // On a CPU host the ranks busy at once share its cores and memory bandwidth: each kind of
+    // time stretches by the turns they take, the host's total rate, or the share a tp group
+    // leaves the job's waiting ranks, whichever is slowest.
+    let (flops_stretch, bytes_stretch) = match hardware.host {
         Some(host) => {
+            let slots = host.slots();
             let busy = place.busy_ranks_per_host(busy_stages, host.single_host);
-            let at_once = busy.min(host.slots());
-            let flops = shared_rate(hardware.flops_per_s, host.flops_per_s, at_once);
-            let bytes = shared_rate(hardware.hbm_bytes_per_s, host.memory_bytes_per_s, at_once);
+            let all = place.busy_ranks_per_host(args.pp, host.single_host);
+            let waiting = waiting_ranks_stretch(args.tp, all, slots);
             (
-                time_slicing_turns(busy, host.slots()),
-                (
-                    flops / hardware.flops_per_s,
-                    bytes / hardware.hbm_bytes_per_s,
-                ),
+                host_stretch(busy, slots, hardware.flops_per_s, host.flops_per_s).max(waiting),
+                host_stretch(
+                    busy,
+                    slots,
+                    hardware.hbm_bytes_per_s,
+                    host.memory_bytes_per_s,
+                )
+                .max(waiting),
             )
         }
-        None => (1, (1.0, 1.0)),
+        None => (1.0, 1.0),
     };
-    let kernels = |work: StageWork, (flops_share, bytes_share): (f64, f64)| {
-        let attention_flops_per_s = if decode {
-            hardware.attention_flops_per_s
-        } else {
-            hardware.flops_per_s
-        };
-        let bytes_per_s = hardware.hbm_bytes_per_s * bytes_share;
-        kernel_estimate(work.matmul, hardware.flops_per_s * flops_share, bytes_per_s).plus(
-            kernel_estimate(
-                work.attention,
-                attention_flops_per_s * flops_share,
-                bytes_per_s,
-            ),
-        )
+    let attention_flops_per_s = if decode {
+        hardware.attention_flops_per_s
+    } else {
+        hardware.flops_per_s
     };
     stages
         .iter()
         .enumerate()
         .map(|(s, &stage)| {
             let work = stage_pass_work(model, args.tp, stage, pass);
-            let mut e = kernels(work, (1.0, 1.0));
-            let shared = kernels(work, share).seconds() * turns as f64;
-            e.core_sharing_s = (shared - e.seconds()).max(0.0);
+            let mut e =
+                kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
+                    kernel_estimate(
+                        work.attention,
+                        attention_flops_per_s,
+                        hardware.hbm_bytes_per_s,
+                    ),
+                );
+            e.core_sharing_s =
+                e.compute_s * (flops_stretch - 1.0) + e.hbm_s * (bytes_stretch - 1.0);
             let mut comm = |spans_nodes: bool, seconds: f64| {
                 if spans_nodes {
                     e.inter_node_comm_s += seconds;
