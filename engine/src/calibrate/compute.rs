@@ -1,11 +1,13 @@
 //! One rank's compute rates, on the engine's own kernels: the prefill GEMM, the decode GEMV over
-//! weights that do not fit in any cache, and decode attention over a long KV cache.
+//! weights that do not fit in any cache, decode attention over a long KV cache, and prefill's
+//! causal attention (the engine's chunked matmuls and softmax).
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::median_seconds;
 use crate::error::Result;
+use crate::model::attention::{causal_mask, prefill_attention};
 
 /// What to measure, and how big.
 #[derive(Debug, Clone, Copy)]
@@ -37,10 +39,15 @@ pub struct ComputeRates {
     /// One token times every weight matrix: weight bytes read over the time.
     pub gemv_bytes_per_s: f64,
     pub gemv_bytes: usize,
-    /// One query token against a long cache: 4·len·heads·head_dim FLOPs per call over the time.
-    pub attention_flops_per_s: f64,
+    /// Decode attention, one query token against a long cache: 4·len·heads·head_dim FLOPs per call
+    /// over the time.
+    pub decode_attention_flops_per_s: f64,
     /// `(heads, kv_heads, head_dim, len)` of each call.
-    pub attention_shape: [usize; 4],
+    pub decode_attention_shape: [usize; 4],
+    /// A prompt's causal attention: 4·n(n+1)/2·heads·head_dim FLOPs over the time.
+    pub prefill_attention_flops_per_s: f64,
+    /// `(heads, kv_heads, head_dim, n)` of that prompt.
+    pub prefill_attention_shape: [usize; 4],
 }
 
 // A prefill chunk of 512 tokens through a 1024 -> 2048 projection: big enough for the GEMM to
@@ -52,6 +59,8 @@ const GEMV_SIDE: usize = 4096;
 // distinct caches (2 MiB each) so that a pass reads its keys and values from memory.
 const ATTENTION: (usize, usize, usize, usize) = (6, 2, 64, 2048);
 const ATTENTION_CACHES: usize = 64;
+// A 1024-token prompt with the same heads.
+const PREFILL_TOKENS: usize = 1024;
 
 /// Measures the three rates on the CPU.
 pub fn measure(options: ComputeOptions) -> Result<ComputeRates> {
@@ -103,8 +112,23 @@ pub fn measure(options: ComputeOptions) -> Result<ComputeRates> {
             }
         }
     });
-    if let Some(e) = failed {
+    if let Some(e) = failed.take() {
         return Err(e.into());
+    }
+
+    let tokens = PREFILL_TOKENS;
+    let q = Tensor::randn(0f32, 1.0, (tokens, heads, head_dim), &device)?;
+    let kv = Tensor::randn(0f32, 1.0, (kv_heads, tokens, head_dim), &device)?;
+    let mask = causal_mask(0, tokens, candle_core::DType::F32, &device)?;
+    let mut prefill_failed = None;
+    let prefill_s = median_seconds(options.repeats, || {
+        let shape = (heads, kv_heads, head_dim);
+        if let Err(e) = prefill_attention(&q, &kv, &kv, Some(&mask), shape, scale as f64) {
+            prefill_failed = Some(e);
+        }
+    });
+    if let Some(e) = prefill_failed {
+        return Err(e);
     }
 
     let attention_flops = (ATTENTION_CACHES * 4 * len * heads * head_dim) as f64;
@@ -114,8 +138,11 @@ pub fn measure(options: ComputeOptions) -> Result<ComputeRates> {
         matmul_shape: [m, k, n],
         gemv_bytes_per_s: (matrices * GEMV_SIDE * GEMV_SIDE * 4) as f64 / gemv_s,
         gemv_bytes: matrices * GEMV_SIDE * GEMV_SIDE * 4,
-        attention_flops_per_s: attention_flops / attention_s,
-        attention_shape: [heads, kv_heads, head_dim, len],
+        decode_attention_flops_per_s: attention_flops / attention_s,
+        decode_attention_shape: [heads, kv_heads, head_dim, len],
+        prefill_attention_flops_per_s: (4 * tokens * (tokens + 1) / 2 * heads * head_dim) as f64
+            / prefill_s,
+        prefill_attention_shape: [heads, kv_heads, head_dim, tokens],
     })
 }
 
@@ -132,7 +159,8 @@ mod tests {
         .unwrap();
         assert!(rates.matmul_flops_per_s > 1e8, "{rates:?}");
         assert!(rates.gemv_bytes_per_s > 1e8, "{rates:?}");
-        assert!(rates.attention_flops_per_s > 1e7, "{rates:?}");
+        assert!(rates.decode_attention_flops_per_s > 1e7, "{rates:?}");
+        assert!(rates.prefill_attention_flops_per_s > 1e7, "{rates:?}");
         assert_eq!(rates.gemv_bytes, 1 << 26);
     }
 }
