@@ -20,7 +20,8 @@ pub struct ComputeRates {
     pub threads: usize,
     pub matmul_flops_per_s: f64,
     pub gemv_bytes_per_s: f64,
-    pub attention_flops_per_s: f64,
+    pub decode_attention_flops_per_s: f64,
+    pub prefill_attention_flops_per_s: f64,
 }
 
 /// `engine calibrate --part comm`'s answer.
@@ -159,7 +160,8 @@ pub fn preset(
         preset: Some(options.name.clone()),
         flops_per_s: Some(round3(compute.matmul_flops_per_s)),
         hbm_bytes_per_s: Some(round3(compute.gemv_bytes_per_s)),
-        attention_flops_per_s: Some(round3(compute.attention_flops_per_s)),
+        decode_attention_flops_per_s: Some(round3(compute.decode_attention_flops_per_s)),
+        prefill_attention_flops_per_s: Some(round3(compute.prefill_attention_flops_per_s)),
         memory_gb: Some(round3(memory_bytes / 1e9)),
         intra_node_bytes_per_s: Some(round3(comm.bytes_per_s)),
         intra_node_latency_us: Some(round3(latency_us)),
@@ -186,7 +188,10 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
          # Measured rates, so achievable_fraction = 1:\n\
          #   prefill matmul (512x1024 by 1024x2048): {:.1} GFLOP/s (flops_per_s)\n\
          #   decode GEMV streaming its weights: {:.2} GB/s (hbm_bytes_per_s)\n\
-         #   decode attention over 2048 cached tokens: {:.2} GFLOP/s (attention_flops_per_s)\n\
+         #   decode attention over 2048 cached tokens: {:.2} GFLOP/s \
+         (decode_attention_flops_per_s)\n\
+         #   prefill attention of a 1024-token prompt: {:.2} GFLOP/s \
+         (prefill_attention_flops_per_s)\n\
          #   {ranks} ranks at once, all together: {:.1} GFLOP/s matmul, {:.2} GB/s GEMV \
          (host_flops_per_s, host_memory_bytes_per_s)\n\
          #   MPI: {:.1} us half round trip, {:.2} GB/s; all-reduce of 4 KiB over 2 ranks {:.1} us\n\
@@ -194,7 +199,8 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
          machine, run\n# `driver calibrate` again rather than editing the figures.\n",
         c.matmul_flops_per_s / 1e9,
         c.gemv_bytes_per_s / 1e9,
-        c.attention_flops_per_s / 1e9,
+        c.decode_attention_flops_per_s / 1e9,
+        c.prefill_attention_flops_per_s / 1e9,
         calibration.preset.host_flops_per_s.unwrap_or_default() / 1e9,
         calibration
             .preset
@@ -215,11 +221,8 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
 
 /// Three significant digits: the figures are measurements, not constants.
 fn round3(x: f64) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
-    (x * scale).round() / scale
+    // Through the decimal text, so that 1.25e11 prints as 125000000000.0, not ...99998.
+    format!("{x:.2e}").parse().unwrap_or(x)
 }
 
 fn run_json<T: serde::de::DeserializeOwned>(mut command: Command) -> Result<T, CalibrationError> {
@@ -291,7 +294,8 @@ mod tests {
             threads: 1,
             matmul_flops_per_s: 79_684_869_562.9,
             gemv_bytes_per_s: 12_655_081_905.3,
-            attention_flops_per_s: 3_913_275_084.7,
+            decode_attention_flops_per_s: 3_913_275_084.7,
+            prefill_attention_flops_per_s: 14_012_345_678.9,
         };
         let comm = CommRates {
             ranks: 2,
@@ -341,7 +345,7 @@ mod tests {
         let h = spec.resolve().unwrap();
         assert_eq!(h.name, "cpu-test");
         assert_eq!(h.hbm_bytes_per_s, 12.7e9);
-        assert_eq!(h.attention_flops_per_s, 3.91e9);
+        assert_eq!(h.decode_attention_flops_per_s, 3.91e9);
         assert_eq!(h.intra_node.latency_s, h.inter_node.latency_s);
         assert!((h.intra_node.latency_s - 3.16e-6).abs() < 1e-12);
         assert_eq!(h.memory_bytes, 25.2e9);

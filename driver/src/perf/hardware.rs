@@ -22,7 +22,9 @@ pub struct Hardware {
     /// Memory bandwidth of one rank's device (HBM; a CPU rank's streaming read rate).
     pub hbm_bytes_per_s: f64,
     /// FLOP/s of decode attention (one query token against the KV cache), which is not a GEMM.
-    pub attention_flops_per_s: f64,
+    pub decode_attention_flops_per_s: f64,
+    /// FLOP/s of prefill's causal attention (matmuls with a short inner dimension, a softmax).
+    pub prefill_attention_flops_per_s: f64,
     /// Memory of one GPU, or of one CPU host (shared by its ranks).
     pub memory_bytes: f64,
     pub intra_node: Link,
@@ -93,7 +95,8 @@ impl Hardware {
             flops_per_s,
             hbm_bytes_per_s,
             // FlashAttention-style decode kernels run on the tensor cores too.
-            attention_flops_per_s: flops_per_s,
+            decode_attention_flops_per_s: flops_per_s,
+            prefill_attention_flops_per_s: flops_per_s,
             memory_bytes: memory_gb * 1e9,
             intra_node: Link {
                 bytes_per_s: 450e9,
@@ -117,7 +120,8 @@ impl Hardware {
             name: self.name.clone(),
             flops_per_s: self.flops_per_s * f,
             hbm_bytes_per_s: self.hbm_bytes_per_s * f,
-            attention_flops_per_s: self.attention_flops_per_s * f,
+            decode_attention_flops_per_s: self.decode_attention_flops_per_s * f,
+            prefill_attention_flops_per_s: self.prefill_attention_flops_per_s * f,
             memory_bytes: self.memory_bytes,
             intra_node: scale(self.intra_node),
             inter_node: scale(self.inter_node),
@@ -140,7 +144,8 @@ impl Hardware {
         match self.host {
             Some(host) => format!(
                 "{}: CPU, {} cores{}, {} thread(s) per rank; per rank {:.1} GFLOP/s matmul, {:.2} \
-                 GB/s memory, {:.2} GFLOP/s decode attention; {} GB; {links}; {:.0}% of these reached",
+                 GB/s memory, {:.2} / {:.1} GFLOP/s decode / prefill attention; {} GB; {links}; {:.0}% \
+                 of these reached",
                 self.name,
                 host.cores,
                 if host.single_host {
@@ -151,7 +156,8 @@ impl Hardware {
                 host.threads_per_rank,
                 self.flops_per_s / 1e9,
                 self.hbm_bytes_per_s / 1e9,
-                self.attention_flops_per_s / 1e9,
+                self.decode_attention_flops_per_s / 1e9,
+                self.prefill_attention_flops_per_s / 1e9,
                 self.memory_bytes / 1e9,
                 self.achievable_fraction * 100.0
             ),

@@ -27,7 +27,10 @@ pub struct HardwareSpec {
     pub hbm_bytes_per_s: Option<f64>,
     /// FLOP/s of the decode-attention kernel (default: `flops_per_s`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attention_flops_per_s: Option<f64>,
+    pub decode_attention_flops_per_s: Option<f64>,
+    /// FLOP/s of prefill's causal attention (default: `flops_per_s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_attention_flops_per_s: Option<f64>,
     /// Memory of one GPU, or of one CPU host, GB (1e9 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_gb: Option<f64>,
@@ -109,7 +112,12 @@ impl HardwareSpec {
             preset_file: None,
             flops_per_s: self.flops_per_s.or(base.flops_per_s),
             hbm_bytes_per_s: self.hbm_bytes_per_s.or(base.hbm_bytes_per_s),
-            attention_flops_per_s: self.attention_flops_per_s.or(base.attention_flops_per_s),
+            decode_attention_flops_per_s: self
+                .decode_attention_flops_per_s
+                .or(base.decode_attention_flops_per_s),
+            prefill_attention_flops_per_s: self
+                .prefill_attention_flops_per_s
+                .or(base.prefill_attention_flops_per_s),
             memory_gb: self.memory_gb.or(base.memory_gb),
             intra_node_bytes_per_s: self.intra_node_bytes_per_s.or(base.intra_node_bytes_per_s),
             intra_node_latency_us: self.intra_node_latency_us.or(base.intra_node_latency_us),
@@ -206,10 +214,15 @@ impl HardwareSpec {
             name: self.preset.clone().unwrap_or_else(|| "custom".into()),
             flops_per_s,
             hbm_bytes_per_s,
-            attention_flops_per_s: figure(
-                "attention_flops_per_s",
-                self.attention_flops_per_s,
-                Some(b.map_or(flops_per_s, |h| h.attention_flops_per_s)),
+            decode_attention_flops_per_s: figure(
+                "decode_attention_flops_per_s",
+                self.decode_attention_flops_per_s,
+                Some(b.map_or(flops_per_s, |h| h.decode_attention_flops_per_s)),
+            )?,
+            prefill_attention_flops_per_s: figure(
+                "prefill_attention_flops_per_s",
+                self.prefill_attention_flops_per_s,
+                Some(b.map_or(flops_per_s, |h| h.prefill_attention_flops_per_s)),
             )?,
             memory_bytes: figure(
                 "memory_gb",
@@ -296,7 +309,7 @@ mod tests {
             preset: Some("cpu-test".into()),
             flops_per_s: Some(50e9),
             hbm_bytes_per_s: Some(10e9),
-            attention_flops_per_s: Some(3e9),
+            decode_attention_flops_per_s: Some(3e9),
             memory_gb: Some(24.0),
             intra_node_bytes_per_s: Some(3e9),
             intra_node_latency_us: Some(3.0),
@@ -312,7 +325,7 @@ mod tests {
     fn a_cpu_host_resolves_with_its_cores_and_named_label() {
         let h = cpu().resolve().unwrap();
         assert_eq!(h.name, "cpu-test");
-        assert_eq!(h.attention_flops_per_s, 3e9);
+        assert_eq!(h.decode_attention_flops_per_s, 3e9);
         let host = h.host.unwrap();
         // Unstated, the host's rates are the rank's times the ranks that fit.
         assert_eq!((host.flops_per_s, host.memory_bytes_per_s), (100e9, 20e9));
@@ -363,7 +376,7 @@ mod tests {
     #[test]
     fn a_gpu_presets_attention_runs_at_its_flops_and_an_unknown_name_needs_figures() {
         let h = HardwareSpec::preset("h200").resolve().unwrap();
-        assert_eq!(h.attention_flops_per_s, h.flops_per_s);
+        assert_eq!(h.decode_attention_flops_per_s, h.flops_per_s);
         assert_eq!(h.host, None);
         let err = HardwareSpec::preset("cpu-x").resolve().unwrap_err();
         assert!(err.reason.contains("preset_file"), "{err}");

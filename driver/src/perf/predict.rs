@@ -291,8 +291,8 @@ fn stage_seconds(
         }
         None => (1.0, 1.0),
     };
-    let attention_flops_per_s = if decode {
-        hardware.attention_flops_per_s
+    let decode_attention_flops_per_s = if decode {
+        hardware.decode_attention_flops_per_s
     } else {
         hardware.flops_per_s
     };
@@ -305,7 +305,7 @@ fn stage_seconds(
                 kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
                     kernel_estimate(
                         work.attention,
-                        attention_flops_per_s,
+                        decode_attention_flops_per_s,
                         hardware.hbm_bytes_per_s,
                     ),
                 );

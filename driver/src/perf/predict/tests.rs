@@ -220,7 +220,7 @@ fn two_core_host(host_rate: f64) -> Hardware {
         preset: Some("cpu".into()),
         flops_per_s: Some(1e9),
         hbm_bytes_per_s: Some(1e9),
-        attention_flops_per_s: Some(1e9),
+        decode_attention_flops_per_s: Some(1e9),
         memory_gb: Some(24.0),
         intra_node_bytes_per_s: Some(1e9),
         intra_node_latency_us: Some(1.0),

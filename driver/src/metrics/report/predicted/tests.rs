@@ -12,7 +12,7 @@ fn inputs() -> PerfInputs {
         preset: Some("slow".into()),
         flops_per_s: Some(1e9),
         hbm_bytes_per_s: Some(1e9),
-        attention_flops_per_s: Some(1e9),
+        decode_attention_flops_per_s: Some(1e9),
         memory_gb: Some(100.0),
         intra_node_bytes_per_s: Some(1e9),
         intra_node_latency_us: Some(1.0),
