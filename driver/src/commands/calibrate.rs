@@ -54,7 +54,7 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<i32> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
     };
-    eprintln!("measuring with {} (about 10 s)", options.engine.display());
+    eprintln!("measuring with {} (about 20 s)", options.engine.display());
     let calibration = calibrate(&options)?;
     let machine = format!(
         "{} ({}, {cores} cores)",

@@ -95,7 +95,12 @@ pub fn calibrate(options: &CalibrationOptions) -> Result<Calibration, Calibratio
             .env("RAYON_NUM_THREADS", options.threads_per_rank.to_string());
         c
     };
-    let compute: ComputeRates = run_json(compute_command())?;
+    // One rank alone, three times: each figure the median, so that a moment's disturbance (a
+    // shared machine) does not set it.
+    let runs = (0..3)
+        .map(|_| run_json(compute_command()))
+        .collect::<Result<Vec<ComputeRates>, _>>()?;
+    let compute = median_rates(&runs);
     // As many ranks as the cores hold, started together: what the host gives them at once.
     let ranks = (options.cores / options.threads_per_rank.max(1)).max(1);
     let children = (0..ranks)
@@ -143,6 +148,22 @@ pub fn calibrate(options: &CalibrationOptions) -> Result<Calibration, Calibratio
         memory_bytes,
         preset,
     })
+}
+
+/// Each figure's median over `runs` (the upper middle one for an even count).
+fn median_rates(runs: &[ComputeRates]) -> ComputeRates {
+    let median = |f: fn(&ComputeRates) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or_default()
+    };
+    ComputeRates {
+        threads: runs.first().map_or(1, |r| r.threads),
+        matmul_flops_per_s: median(|r| r.matmul_flops_per_s),
+        gemv_bytes_per_s: median(|r| r.gemv_bytes_per_s),
+        decode_attention_flops_per_s: median(|r| r.decode_attention_flops_per_s),
+        prefill_attention_flops_per_s: median(|r| r.prefill_attention_flops_per_s),
+    }
 }
 
 /// The preset of a calibration: measured rates as they are (achievable fraction 1), the host's
@@ -319,6 +340,23 @@ mod tests {
             memory_bytes: 25_217_757_184.0,
             preset,
         }
+    }
+
+    #[test]
+    fn each_single_rank_figure_is_the_median_of_the_runs() {
+        let c = calibration().compute;
+        let runs = [
+            ComputeRates {
+                gemv_bytes_per_s: 5e9,
+                ..c.clone()
+            },
+            ComputeRates {
+                matmul_flops_per_s: 1e9,
+                ..c.clone()
+            },
+            c.clone(),
+        ];
+        assert_eq!(median_rates(&runs), c);
     }
 
     #[test]
