@@ -47,6 +47,9 @@ enum Command {
     Report(commands::experiment::RunRef),
     /// Run the whole experiment: prompts, baseline, every strategy, collection, scoring, report.
     Run(Box<commands::experiment::RunArgs>),
+    /// Measure this machine with the engine (matmul, decode GEMV and attention rates, MPI
+    /// latency and bandwidth) and write a CPU `[hardware]` preset for the performance model.
+    Calibrate(commands::calibrate::CalibrateArgs),
     /// Internal: run the strategies' jobs over a JSONL of prompts until they end, reattaching to
     /// the run folder's jobs if it has any; prints the summary as JSON. Exit status 0 when every
     /// job succeeded, 2 when some failed, 130 when interrupted.
@@ -129,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Collect(args) => commands::experiment::collect(args),
         Command::Report(args) => commands::experiment::report(args),
         Command::Run(args) => commands::experiment::run(*args),
+        Command::Calibrate(args) => commands::calibrate::run(args),
     }
 }
 

@@ -2,12 +2,16 @@
 //! baseline, the four strategies on this machine through the local launcher (`mpirun`), scoring
 //! and the report. One prompt ID (its 2k and 4k prompts) and short completions keep it to
 //! minutes; greedy decoding in f32 on the same model means every strategy must agree with the
-//! baseline token for token.
+//! baseline token for token. The machine is calibrated first (`driver calibrate`, with the
+//! engine the jobs run), and every strategy's measured decode time per token must lie within 2x
+//! of the performance model's prediction (the acceptance; medians over each group's
+//! rows, the machine measured in the same environment as the run).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::perf::{calibrate, check_decode_agreement, demo_profile};
 use common::pipeline::{
     check_report, floats, only_run, run_table, strings, write_run_config, RunConfig,
 };
@@ -25,7 +29,7 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
     let results = dir.join("results");
     let model = common::model_path("smollm2-135m-instruct");
     let engine = common::engine_bin();
-    let profile = common::repo().join("slurm/profiles/local-demo.toml");
+    let profile = demo_profile(&dir, calibrate(&dir), |_| {});
     let config = write_run_config(
         &dir,
         &RunConfig {
@@ -113,4 +117,5 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
         assert!(g < 1e-3, "row {i}: mean logprob gap {g}");
     }
     check_report(&run, STRATEGIES.len(), 2);
+    check_decode_agreement(&run, &STRATEGIES, 2);
 }

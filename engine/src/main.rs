@@ -42,6 +42,10 @@ enum Command {
     /// Check the MPI wiring: every collective and point-to-point operation on the world and the
     /// TP groups, with known values.
     DistCheck(DistArgs),
+    /// Measure this machine for the driver's performance model: `--part compute` (one rank's GEMM,
+    /// decode GEMV and decode-attention rates, on its threads) or `--part comm` under mpirun
+    /// (ping-pong latency and bandwidth, small all-reduce); prints one JSON object.
+    Calibrate(CalibrateArgs),
     /// Serve the OpenAI API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) over HTTP
     /// with continuous batching; rank 0 listens, the other ranks follow
     /// (`mpirun -n X*Y engine serve --tp X --pp Y ...`).
@@ -174,6 +178,27 @@ struct RunArgs {
     /// Write each rank's memory and timing figures (`rank{r}.json`) into this folder.
     #[arg(long)]
     stats_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CalibrateArgs {
+    #[arg(long, value_enum)]
+    part: CalibratePart,
+    /// Compute: MiB of weights the decode GEMV streams (well above the last-level cache).
+    #[arg(long, default_value_t = 1024)]
+    gemv_mib: usize,
+    /// Comm: f32 values of the small messages and the all-reduce (about one token's activation).
+    #[arg(long, default_value_t = 1024)]
+    small_values: usize,
+    /// Timed repeats (compute: runs of each kernel; comm: round trips and all-reduces).
+    #[arg(long)]
+    repeats: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum CalibratePart {
+    Compute,
+    Comm,
 }
 
 #[derive(Args, Debug)]
@@ -361,6 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(err) => fail_rank(&world, err.into()),
             }
         }
+        Command::Calibrate(args) => calibrate(args),
         Command::Synth(args) => {
             let options = SynthOptions {
                 preset: args.preset,
@@ -376,6 +402,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    use engine::calibrate::{comm, compute};
+    let json = match args.part {
+        CalibratePart::Compute => {
+            let mut options = compute::ComputeOptions {
+                gemv_bytes: args.gemv_mib.max(1) << 20,
+                ..Default::default()
+            };
+            options.repeats = args.repeats.unwrap_or(options.repeats);
+            serde_json::to_string(&compute::measure(options)?)?
+        }
+        CalibratePart::Comm => {
+            let world = MpiWorld::init()?;
+            let ctx = DistArgs {
+                tp: world.world_size(),
+                pp: 1,
+                comm_timeout: 60,
+                allreduce_dtype: AllReduceDType::F32,
+            }
+            .context(&world)?;
+            let mut options = comm::CommOptions {
+                small_values: args.small_values.max(1),
+                ..Default::default()
+            };
+            options.repeats = args.repeats.unwrap_or(options.repeats);
+            let rates = match comm::measure(ctx.world.as_ref(), options) {
+                Ok(rates) => rates,
+                Err(err) => fail_rank(&world, err.into()),
+            };
+            if world.rank() != 0 {
+                return Ok(());
+            }
+            serde_json::to_string(&rates)?
+        }
+    };
+    println!("{json}");
+    Ok(())
 }
 
 /// Prints a rank's error and brings the whole job down (MPI abort), so no rank waits forever.

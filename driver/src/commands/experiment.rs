@@ -13,7 +13,7 @@ use driver::metrics::report::RunSummary;
 use driver::orchestration::pipeline::DistributedExperimentPipeline;
 use driver::orchestration::run_folder::{RunFolder, RunManifest};
 use driver::perf::table::render;
-use driver::perf::{predict_strategies, HardwareSpec};
+use driver::perf::{predict_strategies, HardwareSpec, PerfInputs, StrategyLayout};
 use driver::results::master;
 use driver::slurm::job_manager::summarize;
 use driver::slurm::run_state::RunState;
@@ -115,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Every check (prompts, profile, strategies) before the first request or job.
     let (records, table) = pipeline.prompts()?;
     pipeline.strategies(&pipeline.profile()?)?;
+    save_perf_inputs(&pipeline, &run)?;
     eprintln!(
         "[1/4] baseline: {} prompts ({} prompt IDs, 2k and 4k)",
         table.rows.len(),
@@ -149,6 +150,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(if clean { 0 } else { 2 })
 }
 
+/// Keeps the performance model's inputs in the run folder (`perf_inputs.json`), so the report
+/// can set predicted beside measured figures; a profile the model cannot use is noted, and the
+/// run goes on without predictions.
+fn save_perf_inputs(
+    pipeline: &DistributedExperimentPipeline,
+    run: &RunFolder,
+) -> anyhow::Result<()> {
+    let profile = pipeline.profile()?;
+    let strategies = pipeline.strategies(&profile)?;
+    match predict_strategies(&profile, &strategies) {
+        Ok(predictions) => {
+            let layouts = strategies
+                .iter()
+                .map(|s| StrategyLayout {
+                    strategy: s.name().to_string(),
+                    args: s.engine_args(),
+                })
+                .collect();
+            PerfInputs::from_predictions(&predictions, layouts).save(&run.dir)?;
+        }
+        Err(e) => eprintln!("  no predictions in the report: {e}"),
+    }
+    Ok(())
+}
+
 /// Scores the master table against the baseline and the answers, writes it back, and renders
 /// the report into the run folder; returns the report's folder.
 fn score_and_report(
@@ -171,7 +197,9 @@ fn score_and_report(
 }
 
 fn write_report(scored: &polars::prelude::DataFrame, dir: &Path) -> anyhow::Result<()> {
-    let summary = RunSummary::from_table(scored).context("summarising the run")?;
+    let inputs = PerfInputs::load(dir)?;
+    let summary =
+        RunSummary::from_table_predicted(scored, inputs.as_ref()).context("summarising the run")?;
     summary
         .write(scored, dir)
         .with_context(|| format!("writing the report into {}", dir.display()))?;
@@ -188,8 +216,8 @@ pub struct PlanArgs {
     /// Print the performance model's predictions for the strategies instead of the jobs.
     #[arg(long)]
     predict: bool,
-    /// Predict for this hardware preset (h100-sxm, h200) [profile: hardware.preset; the
-    /// section's other fields still apply].
+    /// Predict for this hardware instead of the profile's `[hardware]`: a built-in preset
+    /// (h100-sxm, h200) or a preset file (e.g. slurm/profiles/hardware/cpu-local.toml).
     #[arg(long, value_name = "PRESET", requires = "predict")]
     hardware: Option<String>,
 }
@@ -235,10 +263,10 @@ fn predict(
 ) -> anyhow::Result<i32> {
     let mut profile = pipeline.profile()?;
     if let Some(preset) = hardware {
-        let spec = profile.hardware.take().unwrap_or_default();
-        profile.hardware = Some(HardwareSpec {
-            preset: Some(preset.into()),
-            ..spec
+        profile.hardware = Some(if preset.ends_with(".toml") {
+            HardwareSpec::read_preset_file(Path::new(preset))?
+        } else {
+            HardwareSpec::preset(preset)
         });
     }
     let strategies = pipeline.strategies(&profile)?;
@@ -264,6 +292,7 @@ pub fn submit(args: ExperimentArgs) -> anyhow::Result<i32> {
         prompt_ids: ids.clone(),
     })?;
     let pipeline = DistributedExperimentPipeline::new(config, folder.clone(), ids, false);
+    save_perf_inputs(&pipeline, &folder)?;
     let submitted = pipeline.submit()?;
     println!("run {}: {submitted} jobs submitted", folder.name);
     println!("follow it with: driver status {}", folder.dir.display());

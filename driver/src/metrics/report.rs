@@ -1,5 +1,7 @@
-//! The run's report, rebuilt from the scored master table alone: `summary.csv` and `summary.md`
-//! (one row per strategy and variant, and which strategy to pick), and plots as PNG and SVG.
+//! The run's report, rebuilt from the scored master table alone (and the run folder's
+//! `perf_inputs.json`, when it has one): `summary.csv` and `summary.md` (one row per strategy and
+//! variant, and which strategy to pick), plots as PNG and SVG, and `predicted_vs_measured.csv`
+//! (the performance model's figures beside the measured ones, also a section of `summary.md`).
 //!
 //! Latency percentiles are nearest-rank ([`stats::percentile`]) over the rows that have a
 //! latency; shares and means leave unknown values out, except that a failed strategy row counts
@@ -7,6 +9,7 @@
 
 mod markdown;
 mod plots;
+pub mod predicted;
 mod rows;
 pub mod stats;
 
@@ -14,9 +17,11 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use self::predicted::Comparison;
 use self::rows::ScoredRow;
 use super::MetricsError;
 use crate::fsutil;
+use crate::perf::PerfInputs;
 
 /// The columns of `summary.csv`, in order.
 pub const SUMMARY_COLUMNS: [&str; 15] = [
@@ -110,12 +115,26 @@ pub struct RunSummary {
     pub rows: Vec<SummaryRow>,
     /// One row per strategy over all its variants (variant `all`); the recommendation uses these.
     pub overall: Vec<SummaryRow>,
+    /// Predicted beside measured figures; none when the run kept no performance model inputs.
+    pub predicted: Option<Comparison>,
 }
 
 impl RunSummary {
     /// Summarises a master table scored by `CorrectnessEvaluator`.
     pub fn from_table(df: &DataFrame) -> Result<Self, MetricsError> {
-        Ok(Self::from_rows(&rows::read(df)?))
+        Self::from_table_predicted(df, None)
+    }
+
+    /// Summarises the table and, with the run's performance model inputs, compares each
+    /// strategy and variant with its prediction.
+    pub fn from_table_predicted(
+        df: &DataFrame,
+        inputs: Option<&PerfInputs>,
+    ) -> Result<Self, MetricsError> {
+        let rows = rows::read(df)?;
+        let mut summary = Self::from_rows(&rows);
+        summary.predicted = inputs.map(|inputs| Comparison::of(&rows, inputs));
+        Ok(summary)
     }
 
     fn from_rows(rows: &[ScoredRow]) -> Self {
@@ -124,6 +143,7 @@ impl RunSummary {
         let mut summary = Self {
             rows: Vec::new(),
             overall: Vec::new(),
+            predicted: None,
         };
         for strategy in &strategies {
             let of_strategy: Vec<&ScoredRow> =
@@ -184,20 +204,19 @@ impl RunSummary {
         markdown::recommendation(&self.overall)
     }
 
-    /// Writes `summary.csv`, `summary.md` and the plots of `df` (the scored table this summary
-    /// came from) into `dir`, each atomically; returns the files written.
+    /// Writes `summary.csv`, `summary.md`, `predicted_vs_measured.csv` (with predictions) and the
+    /// plots of `df` (the scored table this summary came from) into `dir`, each atomically;
+    /// returns the files written.
     pub fn write(&self, df: &DataFrame, dir: &Path) -> Result<Vec<PathBuf>, MetricsError> {
         let mut written = Vec::new();
         let csv = dir.join("summary.csv");
-        let mut table = self.to_dataframe()?;
-        fsutil::write_atomic_with(&csv, |file| {
-            CsvWriter::new(file)
-                .include_header(true)
-                .finish(&mut table)
-                .map_err(std::io::Error::other)
-        })
-        .map_err(|e| write_error(&csv, e))?;
+        write_csv(&csv, &mut self.to_dataframe()?)?;
         written.push(csv);
+        if let Some(predicted) = &self.predicted {
+            let csv = dir.join("predicted_vs_measured.csv");
+            write_csv(&csv, &mut predicted.to_dataframe()?)?;
+            written.push(csv);
+        }
         let md = dir.join("summary.md");
         fsutil::write_atomic(&md, self.to_markdown().as_bytes())
             .map_err(|e| write_error(&md, e))?;
@@ -206,6 +225,16 @@ impl RunSummary {
         tracing::info!(dir = %dir.display(), files = written.len(), "wrote the report");
         Ok(written)
     }
+}
+
+fn write_csv(path: &Path, table: &mut DataFrame) -> Result<(), MetricsError> {
+    fsutil::write_atomic_with(path, |file| {
+        CsvWriter::new(file)
+            .include_header(true)
+            .finish(table)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| write_error(path, e))
 }
 
 fn write_error(path: &Path, error: std::io::Error) -> MetricsError {

@@ -356,6 +356,7 @@ impl DistributedExperimentPipeline {
         collector: &mut ResultCollector,
     ) -> Result<JobsOutcome, PipelineError> {
         let names: Vec<String> = strategies.iter().map(|s| s.name().to_string()).collect();
+        let one_at_a_time = profile.cluster.one_host;
         let mut manager = SlurmJobManager::open(
             profile,
             &self.run.dir,
@@ -371,25 +372,38 @@ impl DistributedExperimentPipeline {
             manager.add_strategy_jobs(name, records)?;
             bar.set_message(format!("{name}: running"));
             tracing::info!(strategy = %name, "running the strategy's jobs");
-            let mut checkpoint_error = None;
-            manager.run_where(
-                |job| &job.strategy == name,
-                |job, attempt| {
-                    let got = collector.collect_attempt(job, attempt);
-                    tracing::info!(
-                        job = %job.key(),
-                        attempt = attempt.number,
-                        answered = got.answered,
-                        missing = got.missing,
-                        "collected"
-                    );
-                    if let Err(e) = collector.checkpoint() {
-                        checkpoint_error = Some(e);
-                    }
-                },
-            )?;
-            if let Some(e) = checkpoint_error {
-                return Err(e.into());
+            // Its jobs all at once, or, when every node is this machine, one after another.
+            let batches: Vec<Option<String>> = if one_at_a_time {
+                let jobs = manager.state().jobs.iter();
+                jobs.filter(|job| &job.strategy == name)
+                    .map(|job| Some(job.variant.clone()))
+                    .collect()
+            } else {
+                vec![None]
+            };
+            for variant in &batches {
+                let mut checkpoint_error = None;
+                manager.run_where(
+                    |job| {
+                        &job.strategy == name && variant.as_ref().is_none_or(|v| &job.variant == v)
+                    },
+                    |job, attempt| {
+                        let got = collector.collect_attempt(job, attempt);
+                        tracing::info!(
+                            job = %job.key(),
+                            attempt = attempt.number,
+                            answered = got.answered,
+                            missing = got.missing,
+                            "collected"
+                        );
+                        if let Err(e) = collector.checkpoint() {
+                            checkpoint_error = Some(e);
+                        }
+                    },
+                )?;
+                if let Some(e) = checkpoint_error {
+                    return Err(e.into());
+                }
             }
             collector.collect_run(manager.state());
             collector.checkpoint()?;

@@ -121,6 +121,7 @@ mod tests {
         let cluster = ClusterShape {
             nodes: 2,
             gpus_per_node: 8,
+            one_host: false,
         };
         validate_layout("t", &args(16, 1, 2, 8, 80), &model, &cluster).unwrap();
         let smol = ModelFacts {
@@ -137,6 +138,7 @@ mod tests {
             &ClusterShape {
                 nodes: 1,
                 gpus_per_node: 8,
+                one_host: false,
             },
         )
         .unwrap_err()
@@ -150,6 +152,7 @@ mod tests {
         let cluster = ClusterShape {
             nodes: 2,
             gpus_per_node: 8,
+            one_host: false,
         };
         let cases = [
             (

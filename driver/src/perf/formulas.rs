@@ -54,11 +54,35 @@ pub struct Pass {
     pub logits_rows: f64,
 }
 
-/// FLOPs and HBM bytes of one rank's share of a pass through a stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// FLOPs and memory (HBM) bytes of some kernels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Work {
     pub flops: f64,
     pub hbm_bytes: f64,
+}
+
+impl Work {
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            flops: self.flops + other.flops,
+            hbm_bytes: self.hbm_bytes + other.hbm_bytes,
+        }
+    }
+}
+
+/// One rank's share of a pass through a stage, by kind of kernel: the matmuls (the weights, read
+/// once per pass) and attention (the KV cache). Each kind meets its own roofline, as the kernels
+/// run one after another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageWork {
+    pub matmul: Work,
+    pub attention: Work,
+}
+
+impl StageWork {
+    pub fn total(&self) -> Work {
+        self.matmul.plus(self.attention)
+    }
 }
 
 /// Weights one rank of a stage holds, in bytes. The LM head is its own copy unless it is tied
@@ -111,7 +135,7 @@ pub fn kv_cache_bytes_per_layer(m: &ModelShape, tp: usize, positions: f64) -> f6
 /// pass whatever its rows (the engine's pipeline doc: "a stage reads its weights once per
 /// micro-batch"), plus the cached keys and values; the embedding reads only `rows` of its table,
 /// which is left out, as are activations (small next to the weights).
-pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass) -> Work {
+pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass) -> StageWork {
     let layers = stage.layers as f64;
     let layer_params = layer_params_per_rank(m, tp);
     let head_params = if stage.lm_head {
@@ -119,12 +143,17 @@ pub fn stage_pass_work(m: &ModelShape, tp: usize, stage: StageSlice, pass: Pass)
     } else {
         0.0
     };
-    let flops = layers
-        * (matmul_flops(layer_params, pass.rows) + attention_flops_per_layer(m, tp, pass.attended))
-        + matmul_flops(head_params, pass.logits_rows);
-    let hbm_bytes = (layers * layer_params + head_params) * m.value_bytes as f64
-        + layers * kv_cache_bytes_per_layer(m, tp, pass.kv_read);
-    Work { flops, hbm_bytes }
+    StageWork {
+        matmul: Work {
+            flops: layers * matmul_flops(layer_params, pass.rows)
+                + matmul_flops(head_params, pass.logits_rows),
+            hbm_bytes: (layers * layer_params + head_params) * m.value_bytes as f64,
+        },
+        attention: Work {
+            flops: layers * attention_flops_per_layer(m, tp, pass.attended),
+            hbm_bytes: layers * kv_cache_bytes_per_layer(m, tp, pass.kv_read),
+        },
+    }
 }
 
 /// All-reduces one pass through a stage makes over its tp group: two per layer (after attention's
@@ -158,6 +187,41 @@ pub fn send_seconds(bytes: f64, link: Link) -> f64 {
 /// (compute, memory). Source: Williams, Waterman & Patterson 2009, "Roofline".
 pub fn roofline_seconds(work: Work, flops_per_s: f64, hbm_bytes_per_s: f64) -> (f64, f64) {
     (work.flops / flops_per_s, work.hbm_bytes / hbm_bytes_per_s)
+}
+
+/// Turns a core takes when `busy` ranks share `slots` cores (CPU ranks, more than the cores):
+/// ceil(busy / slots). The ranks of a tp group meet at every all-reduce, so each stretch between
+/// two is a superstep of the bulk-synchronous model, as long as its most loaded processor
+/// (Valiant 1990, "A bridging model for parallel computation"): the core running the most ranks,
+/// one after another. 1 when every busy rank has a core of its own.
+pub fn time_slicing_turns(busy: usize, slots: usize) -> usize {
+    busy.max(1).div_ceil(slots.max(1))
+}
+
+/// How much longer `busy` ranks of one CPU host take for their work than one rank alone takes for
+/// its share, for work running at `rank_rate` on one rank and at most `host_rate` on all the
+/// host's ranks together: no sooner than the turns its `slots` cores take
+/// ([`time_slicing_turns`]), and no sooner than all their work at the host's rate:
+/// max(ceil(busy / slots), busy x rank_rate / host_rate). The second is the roofline of the whole
+/// chip (Williams et al. 2009: a socket's cores share its memory bandwidth, as STREAM on one and
+/// on all cores shows), and it also holds when the cores are lent out (SMT siblings, a busy host).
+pub fn host_stretch(busy: usize, slots: usize, rank_rate: f64, host_rate: f64) -> f64 {
+    let turns = time_slicing_turns(busy, slots) as f64;
+    turns.max(busy.max(1) as f64 * rank_rate / host_rate)
+}
+
+/// How much longer a tp group's busy ranks take when the other ranks of their job wait on the
+/// same CPU host: MPI ranks waiting for a message poll (Open MPI spins, yielding, even with
+/// `mpi_yield_when_idle`), so they stay runnable, and a tp group's ranks wait too at every
+/// all-reduce, letting them in: the group's ranks get the host's `slots` cores shared with all
+/// `ranks_on_host` of the job: ranks_on_host / slots (at least 1). A lone rank (tp = 1) never
+/// waits inside a pass and keeps its core. Measured on the 2-core development machine: tp=2 x
+/// pp=2 decodes as slowly as one rank (4 ranks on 2 cores: 2x), pp=4 as fast as one rank.
+pub fn waiting_ranks_stretch(tp: usize, ranks_on_host: usize, slots: usize) -> f64 {
+    if tp <= 1 {
+        return 1.0;
+    }
+    (ranks_on_host as f64 / slots.max(1) as f64).max(1.0)
 }
 
 /// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
@@ -201,138 +265,4 @@ fn max_of(values: &[f64]) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn close(got: f64, want: f64) -> bool {
-        (got - want).abs() <= 1e-9 * want.abs().max(1e-12)
-    }
-
-    const WHOLE_MODEL: StageSlice = StageSlice {
-        layers: 80,
-        embedding: true,
-        lm_head: true,
-    };
-
-    #[test]
-    fn llama_70b_holds_70_55_billion_parameters() {
-        // Per layer: q, o 8192·8192 = 67,108,864 each; k, v 8192·1024 = 8,388,608 each;
-        // gate, up, down 8192·28672 = 234,881,024 each; norms 2·8192.
-        // 134,217,728 + 16,777,216 + 704,643,072 + 16,384 = 855,654,400; x 80 = 68,452,352,000.
-        // Embedding and LM head 128,256·8192 = 1,050,673,152 each; final norm 8192.
-        // 68,452,352,000 + 2,101,346,304 + 8192 = 70,553,706,496 parameters, x 2 bytes.
-        let m = ModelShape::llama_3_3_70b_bf16();
-        assert_eq!(layer_params_per_rank(&m, 1), 855_654_400.0);
-        assert_eq!(
-            stage_weight_bytes(&m, 1, WHOLE_MODEL),
-            2.0 * 70_553_706_496.0
-        );
-    }
-
-    #[test]
-    fn llama_70b_reads_17_4_gb_per_decode_token_at_tp8_in_bf16() {
-        // One rank of tp=8, per layer: q, o 8,388,608 each; k, v one KV head 8192·128 = 1,048,576
-        // each; MLP 3·8192·3584 = 88,080,384; norms 16,384: 106,971,136; x 80 = 8,557,690,880.
-        // LM head 128,256·8192 / 8 = 131,334,144 (the embedding reads one row, not counted).
-        // (8,557,690,880 + 131,334,144) x 2 bytes = 17,378,050,048 bytes.
-        // KV cache at 4096 positions: 2 (K, V) x 1 head x 128 x 4096 x 2 bytes = 2,097,152 per
-        // layer, x 80 = 167,772,160 bytes.
-        let m = ModelShape::llama_3_3_70b_bf16();
-        let token = |kv_read| Pass {
-            rows: 1.0,
-            attended: kv_read,
-            kv_read,
-            logits_rows: 1.0,
-        };
-        let weights_only = stage_pass_work(&m, 8, WHOLE_MODEL, token(0.0));
-        assert_eq!(weights_only.hbm_bytes, 17_378_050_048.0);
-        let at_4k = stage_pass_work(&m, 8, WHOLE_MODEL, token(4096.0));
-        assert_eq!(at_4k.hbm_bytes, 17_378_050_048.0 + 167_772_160.0);
-        // FLOPs: 2 per weight read (8,689,025,024 weights) plus attention
-        // 80 x 4 x 4096 x 8 heads x 128 = 1,342,177,280.
-        assert_eq!(at_4k.flops, 2.0 * 8_689_025_024.0 + 1_342_177_280.0);
-    }
-
-    #[test]
-    fn tp16_replicates_the_70b_kv_heads() {
-        // 8 KV heads over 16 ranks: each rank still holds one whole KV head.
-        let m = ModelShape::llama_3_3_70b_bf16();
-        assert_eq!(kv_heads_per_rank(&m, 16), 1.0);
-        assert_eq!(kv_heads_per_rank(&m, 4), 2.0);
-        assert_eq!(kv_cache_bytes_per_layer(&m, 16, 1.0), 512.0);
-    }
-
-    #[test]
-    fn all_reduce_of_a_2k_x_8192_bf16_activation_over_16_ranks_on_a_50_gb_s_link() {
-        // bytes = 2048 x 8192 x 2 = 33,554,432.
-        // bandwidth term: 2 x 15/16 x 33,554,432 / 50e9 = 62,914,560 / 50e9 = 1.2582912 ms.
-        // latency term: 2 x 15 x 5 us = 0.15 ms.  Total 1.4082912 ms.
-        let link = Link {
-            bytes_per_s: 50e9,
-            latency_s: 5e-6,
-        };
-        let got = ring_all_reduce_seconds(2048.0 * 8192.0 * 2.0, 16, link);
-        assert!(close(got, 1.4082912e-3), "{got}");
-        assert_eq!(ring_all_reduce_seconds(1e9, 1, link), 0.0);
-    }
-
-    #[test]
-    fn a_send_costs_its_latency_plus_its_bytes_over_the_bandwidth() {
-        // 8192 x 4 bytes over 50 GB/s: 0.65536 us, + 5 us.
-        let link = Link {
-            bytes_per_s: 50e9,
-            latency_s: 5e-6,
-        };
-        assert!(close(send_seconds(32768.0, link), 5.65536e-6));
-    }
-
-    #[test]
-    fn the_bubble_is_pp_minus_1_over_m_plus_pp_minus_1() {
-        // pp=2, m=8: 1/9; pp=16, m=1: 15/16; pp=1: no bubble; pp=4, m=4: 3/7.
-        assert!(close(bubble_fraction(2, 8), 1.0 / 9.0));
-        assert!(close(bubble_fraction(16, 1), 15.0 / 16.0));
-        assert_eq!(bubble_fraction(1, 5), 0.0);
-        assert!(close(bubble_fraction(4, 4), 3.0 / 7.0));
-        // Equal stages of 1 s: m + pp - 1 turns, of which pp - 1 are the bubble.
-        let t = pipeline_seconds(&[1.0; 4], 4);
-        assert_eq!(t, 7.0);
-        assert!(close((t - 4.0) / t, bubble_fraction(4, 4)));
-    }
-
-    #[test]
-    fn decode_rounds_follow_the_engines_group_schedule() {
-        // The engine splits batch 8 over max(pp, micro-batches) groups.
-        assert_eq!(decode_groups(8, None, 1), (1, 8));
-        assert_eq!(decode_groups(8, None, 2), (2, 4));
-        assert_eq!(decode_groups(8, None, 16), (8, 1));
-        assert_eq!(decode_groups(8, Some(4), 2), (4, 2));
-        assert_eq!(decode_groups(1, None, 2), (1, 1));
-        assert_eq!(decode_groups(8, Some(4), 1), (1, 8));
-        // One group waits for its round trip; more groups than stages queue at the slowest.
-        assert_eq!(decode_round_seconds(&[1.0, 2.0], 1), 3.0);
-        assert_eq!(decode_round_seconds(&[1.0, 2.0], 4), 8.0);
-    }
-
-    #[test]
-    fn a_tied_lm_head_on_the_embeddings_stage_is_not_counted_twice() {
-        let tied = ModelShape {
-            tie_word_embeddings: true,
-            ..ModelShape::llama_3_3_70b_bf16()
-        };
-        let untied = ModelShape::llama_3_3_70b_bf16();
-        let vocab_bytes = 2.0 * 1_050_673_152.0;
-        assert_eq!(
-            stage_weight_bytes(&untied, 1, WHOLE_MODEL) - stage_weight_bytes(&tied, 1, WHOLE_MODEL),
-            vocab_bytes
-        );
-        let last = StageSlice {
-            layers: 40,
-            embedding: false,
-            lm_head: true,
-        };
-        assert_eq!(
-            stage_weight_bytes(&tied, 1, last),
-            stage_weight_bytes(&untied, 1, last)
-        );
-    }
-}
+mod tests;

@@ -1,49 +1,59 @@
-//! The hardware a prediction assumes: each GPU's dense bf16 FLOP/s, HBM bandwidth and memory, the
-//! link between GPUs of one node and the link between nodes. A profile's optional `[hardware]`
-//! section names a preset and overrides any of its fields; without a preset every field is given.
+//! The hardware a prediction assumes: what one rank's device (a GPU, or a CPU process on its
+//! cores) can do: dense FLOP/s, memory bandwidth and memory, the decode-attention kernel's rate;
+//! the link between ranks of one node and the link between nodes; and, for CPU machines, how many
+//! cores a host has for its ranks to share. `hardware_spec.rs` reads a profile's `[hardware]`.
 
 use serde::{Deserialize, Serialize};
 
-/// `[hardware]` in a cluster profile: a preset, and any field overridden (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HardwareSpec {
-    /// `h100-sxm` or `h200` (see [`Hardware::PRESETS`]).
-    pub preset: Option<String>,
-    /// Dense bf16 FLOP/s of one GPU (no sparsity).
-    pub flops_per_s: Option<f64>,
-    /// HBM bandwidth of one GPU, bytes/s.
-    pub hbm_bytes_per_s: Option<f64>,
-    /// Memory of one GPU, GB (1e9 bytes).
-    pub memory_gb: Option<f64>,
-    /// GPU-to-GPU bandwidth inside a node (NVLink), bytes/s per direction per GPU.
-    pub intra_node_bytes_per_s: Option<f64>,
-    pub intra_node_latency_us: Option<f64>,
-    /// Network bandwidth of one node to the others, bytes/s per direction (400 Gb/s = 50e9).
-    pub inter_node_bytes_per_s: Option<f64>,
-    pub inter_node_latency_us: Option<f64>,
-    /// Share of every peak rate (FLOP/s, HBM, links) real kernels reach, in (0, 1].
-    pub achievable_fraction: Option<f64>,
-}
-
 /// One kind of link: its bandwidth and the latency of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     pub bytes_per_s: f64,
     pub latency_s: f64,
 }
 
 /// Resolved hardware figures (peak rates; [`Hardware::achievable`] scales them).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hardware {
     /// The preset's name, or `custom`.
     pub name: String,
+    /// Dense matmul FLOP/s of one rank's device (a GPU; a CPU rank's threads).
     pub flops_per_s: f64,
+    /// Memory bandwidth of one rank's device (HBM; a CPU rank's streaming read rate).
     pub hbm_bytes_per_s: f64,
+    /// FLOP/s of decode attention (one query token against the KV cache), which is not a GEMM.
+    pub decode_attention_flops_per_s: f64,
+    /// FLOP/s of prefill's causal attention (matmuls with a short inner dimension, a softmax).
+    pub prefill_attention_flops_per_s: f64,
+    /// Memory of one GPU, or of one CPU host (shared by its ranks).
     pub memory_bytes: f64,
     pub intra_node: Link,
     pub inter_node: Link,
     pub achievable_fraction: f64,
+    /// CPU machines: the cores ranks share; none for GPUs (one rank per GPU).
+    pub host: Option<CpuHost>,
+}
+
+/// The cores of a CPU host and how ranks use them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuHost {
+    /// Cores of one host.
+    pub cores: usize,
+    /// Cores (threads) one rank computes on (`RAYON_NUM_THREADS`).
+    pub threads_per_rank: usize,
+    /// Matmul FLOP/s of all the host's ranks computing at once (shared among them).
+    pub flops_per_s: f64,
+    /// Memory read rate of all the host's ranks streaming at once (shared among them).
+    pub memory_bytes_per_s: f64,
+    /// Every node of the cluster is this one host (the profile's `cluster.one_host`).
+    pub single_host: bool,
+}
+
+impl CpuHost {
+    /// Ranks that compute at once on one host; more busy ranks than this take turns.
+    pub fn slots(&self) -> usize {
+        (self.cores / self.threads_per_rank.max(1)).max(1)
+    }
 }
 
 /// A `[hardware]` section that names no known preset, or leaves out or misstates a figure.
@@ -84,6 +94,9 @@ impl Hardware {
             name: name.into(),
             flops_per_s,
             hbm_bytes_per_s,
+            // FlashAttention-style decode kernels run on the tensor cores too.
+            decode_attention_flops_per_s: flops_per_s,
+            prefill_attention_flops_per_s: flops_per_s,
             memory_bytes: memory_gb * 1e9,
             intra_node: Link {
                 bytes_per_s: 450e9,
@@ -91,6 +104,7 @@ impl Hardware {
             },
             inter_node: INTER_NODE_400G,
             achievable_fraction: DEFAULT_ACHIEVABLE_FRACTION,
+            host: None,
         })
     }
 
@@ -106,10 +120,55 @@ impl Hardware {
             name: self.name.clone(),
             flops_per_s: self.flops_per_s * f,
             hbm_bytes_per_s: self.hbm_bytes_per_s * f,
+            decode_attention_flops_per_s: self.decode_attention_flops_per_s * f,
+            prefill_attention_flops_per_s: self.prefill_attention_flops_per_s * f,
             memory_bytes: self.memory_bytes,
             intra_node: scale(self.intra_node),
             inter_node: scale(self.inter_node),
             achievable_fraction: 1.0,
+            host: self.host.map(|host| CpuHost {
+                flops_per_s: host.flops_per_s * f,
+                memory_bytes_per_s: host.memory_bytes_per_s * f,
+                ..host
+            }),
+        }
+    }
+
+    /// One line: the device's rates (per rank on a CPU, with the host's cores) and the links.
+    pub fn describe(&self) -> String {
+        let links = format!(
+            "in a node {} us; between nodes {} us",
+            link_text(self.intra_node),
+            link_text(self.inter_node)
+        );
+        match self.host {
+            Some(host) => format!(
+                "{}: CPU, {} cores{}, {} thread(s) per rank; per rank {:.1} GFLOP/s matmul, {:.2} \
+                 GB/s memory, {:.2} / {:.1} GFLOP/s decode / prefill attention; {} GB; {links}; {:.0}% \
+                 of these reached",
+                self.name,
+                host.cores,
+                if host.single_host {
+                    " shared by every node"
+                } else {
+                    " per node"
+                },
+                host.threads_per_rank,
+                self.flops_per_s / 1e9,
+                self.hbm_bytes_per_s / 1e9,
+                self.decode_attention_flops_per_s / 1e9,
+                self.prefill_attention_flops_per_s / 1e9,
+                self.memory_bytes / 1e9,
+                self.achievable_fraction * 100.0
+            ),
+            None => format!(
+                "{}: {:.0} TFLOP/s, HBM {:.2} TB/s, {:.0} GB per GPU; {links}; {:.0}% of peak reached",
+                self.name,
+                self.flops_per_s / 1e12,
+                self.hbm_bytes_per_s / 1e12,
+                self.memory_bytes / 1e9,
+                self.achievable_fraction * 100.0
+            ),
         }
     }
 
@@ -123,104 +182,20 @@ impl Hardware {
     }
 }
 
-impl HardwareSpec {
-    /// A spec naming only a preset.
-    pub fn preset(name: &str) -> Self {
-        Self {
-            preset: Some(name.into()),
-            ..Self::default()
-        }
-    }
-
-    /// The preset with the overrides applied; without a preset every field must be given.
-    pub fn resolve(&self) -> Result<Hardware, HardwareError> {
-        let error = |field: &str, reason: String| HardwareError {
-            field: field.into(),
-            reason,
-        };
-        let base = match &self.preset {
-            Some(name) => Some(Hardware::preset(name).ok_or_else(|| {
-                error(
-                    "preset",
-                    format!(
-                        "unknown preset `{name}` (known: {})",
-                        Hardware::PRESETS.join(", ")
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        // Each figure (in bytes and seconds): the override, else the preset's, else an error
-        // naming the field.
-        let figure = |field: &str, given: Option<f64>, preset: Option<f64>| {
-            let value = given.or(preset).ok_or_else(|| {
-                error(
-                    field,
-                    "missing: give it, or a `preset` to take it from".into(),
-                )
-            })?;
-            if !(value.is_finite() && value > 0.0) {
-                return Err(error(field, format!("{value} must be a positive number")));
-            }
-            Ok(value)
-        };
-        let b = base.as_ref();
-        let achievable_fraction = figure(
-            "achievable_fraction",
-            self.achievable_fraction,
-            b.map(|h| h.achievable_fraction),
-        )?;
-        if achievable_fraction > 1.0 {
-            return Err(error(
-                "achievable_fraction",
-                format!("{achievable_fraction} is more than all of the peak (at most 1)"),
-            ));
-        }
-        Ok(Hardware {
-            name: self.preset.clone().unwrap_or_else(|| "custom".into()),
-            flops_per_s: figure("flops_per_s", self.flops_per_s, b.map(|h| h.flops_per_s))?,
-            hbm_bytes_per_s: figure(
-                "hbm_bytes_per_s",
-                self.hbm_bytes_per_s,
-                b.map(|h| h.hbm_bytes_per_s),
-            )?,
-            memory_bytes: figure(
-                "memory_gb",
-                self.memory_gb.map(|gb| gb * 1e9),
-                b.map(|h| h.memory_bytes),
-            )?,
-            intra_node: Link {
-                bytes_per_s: figure(
-                    "intra_node_bytes_per_s",
-                    self.intra_node_bytes_per_s,
-                    b.map(|h| h.intra_node.bytes_per_s),
-                )?,
-                latency_s: figure(
-                    "intra_node_latency_us",
-                    self.intra_node_latency_us.map(|us| us * 1e-6),
-                    b.map(|h| h.intra_node.latency_s),
-                )?,
-            },
-            inter_node: Link {
-                bytes_per_s: figure(
-                    "inter_node_bytes_per_s",
-                    self.inter_node_bytes_per_s,
-                    b.map(|h| h.inter_node.bytes_per_s),
-                )?,
-                latency_s: figure(
-                    "inter_node_latency_us",
-                    self.inter_node_latency_us.map(|us| us * 1e-6),
-                    b.map(|h| h.inter_node.latency_s),
-                )?,
-            },
-            achievable_fraction,
-        })
+/// "450 GB/s, 2" (the caller adds the unit of the latency).
+fn link_text(link: Link) -> String {
+    let gb = link.bytes_per_s / 1e9;
+    let us = link.latency_s * 1e6;
+    if gb >= 10.0 {
+        format!("{gb:.0} GB/s, {us:.0}")
+    } else {
+        format!("{gb:.2} GB/s, {us:.1}")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::perf::HardwareSpec;
 
     #[test]
     fn the_h100_preset_has_the_published_figures() {
@@ -277,7 +252,7 @@ mod tests {
         let err = HardwareSpec::preset("a100").resolve().unwrap_err();
         assert!(err
             .to_string()
-            .contains("unknown preset `a100` (known: h100-sxm, h200)"));
+            .contains("unknown preset `a100` (known: h100-sxm, h200;"));
         let err = HardwareSpec {
             achievable_fraction: Some(1.5),
             ..HardwareSpec::preset("h200")

@@ -3,25 +3,33 @@
 //! token, decode tokens/s and memory per GPU, each with the term that dominates it (compute, HBM,
 //! intra-node or inter-node communication, pipeline bubble). `driver plan --predict` prints them.
 //!
-//! `hardware.rs` the GPU and link figures, `model_shape.rs` the model's widths, `formulas.rs`
-//! every formula with its source, `placement.rs` which links a layout uses, `predict.rs` one
-//! strategy's figures, `recommend.rs` the picks for latency and throughput, `table.rs` the text.
+//! `hardware.rs` the device and link figures (GPUs, or CPU ranks sharing a host's cores),
+//! `hardware_spec.rs` the profile's `[hardware]` and preset files, `calibration.rs` the preset
+//! `driver calibrate` measures for a CPU machine, `model_shape.rs` the model's widths,
+//! `formulas.rs` every formula with its source, `placement.rs` which links a layout uses,
+//! `predict.rs` one strategy's figures, `recommend.rs` the picks for latency and throughput,
+//! `table.rs` the text, `run_inputs.rs` what a run folder keeps to predict its figures later.
 //!
-//! Not for: measuring. Predictions are what a run's measured figures are compared against.
+//! Not for: timing runs (the engine measures; the report compares, `metrics::report`).
 
+pub mod calibration;
 pub mod formulas;
 pub mod hardware;
+pub mod hardware_spec;
 pub mod model_shape;
 pub mod placement;
 pub mod predict;
 pub mod recommend;
+pub mod run_inputs;
 pub mod table;
 
 use serde::Serialize;
 
-pub use hardware::{Hardware, HardwareError, HardwareSpec, Link};
+pub use hardware::{CpuHost, Hardware, HardwareError, Link};
+pub use hardware_spec::HardwareSpec;
 pub use model_shape::ModelShape;
 pub use predict::{predict, Estimate, StrategyPrediction, Term, VariantPrediction, Workload};
+pub use run_inputs::{PerfInputs, StrategyLayout};
 
 use crate::parallelism::strategy::StrategyError;
 use crate::parallelism::ParallelismStrategy;
@@ -43,6 +51,8 @@ pub enum PerfError {
     },
     #[error(transparent)]
     Model(#[from] StrategyError),
+    #[error(transparent)]
+    Inputs(run_inputs::PerfInputsError),
 }
 
 /// A run's predictions and what they assumed.
@@ -61,7 +71,7 @@ pub fn predict_strategies(
     profile: &ClusterProfile,
     strategies: &[Box<dyn ParallelismStrategy>],
 ) -> Result<Predictions, PerfError> {
-    let hardware = profile
+    let mut hardware = profile
         .hardware
         .as_ref()
         .ok_or_else(|| PerfError::NoHardware {
@@ -72,6 +82,9 @@ pub fn predict_strategies(
             profile: profile.name.clone(),
             error,
         })?;
+    if let Some(host) = &mut hardware.host {
+        host.single_host = profile.cluster.one_host;
+    }
     let model = ModelShape::from_facts(&profile.model.facts()?, profile.engine.dtype.as_deref())?;
     let workload = Workload::from_profile(profile);
     let strategies = strategies

@@ -1,14 +1,14 @@
 //! [`ModelShape`]: every width of a Llama-architecture model the cost formulas need, and the bytes
 //! of one stored value, complete (unlike `ModelFacts`, where the widths are optional).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::parallelism::model::ModelFacts;
 
 use super::PerfError;
 
 /// A model's widths and the size of its weights' and KV cache's values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelShape {
     pub hidden_size: usize,
     pub heads: usize,

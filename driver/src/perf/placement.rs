@@ -37,6 +37,20 @@ impl<'a> Placement<'a> {
             .any(|(a, b)| self.node(a) != self.node(b))
     }
 
+    /// Ranks of the first `stages` stages on the busiest host: all of them when every node is
+    /// one host (`single_host`), else the most that share one node.
+    pub fn busy_ranks_per_host(&self, stages: usize, single_host: bool) -> usize {
+        let ranks = 0..(stages.clamp(1, self.args.pp.max(1)) * self.args.tp);
+        if single_host {
+            return ranks.len();
+        }
+        let mut per_node = std::collections::BTreeMap::new();
+        for rank in ranks {
+            *per_node.entry(self.node(rank)).or_insert(0) += 1;
+        }
+        per_node.into_values().max().unwrap_or(1)
+    }
+
     /// What each stage holds: its layers, the embedding on the first, the LM head on the last.
     pub fn stages(&self) -> Vec<StageSlice> {
         let last = self.args.layer_split.len().saturating_sub(1);
@@ -79,6 +93,22 @@ mod tests {
         assert!(!p.tp_group_spans_nodes(0) && !p.tp_group_spans_nodes(1));
         assert!(p.send_crosses_nodes(0, 1));
         assert!(!Placement::new(&args(8, 1, 8)).tp_group_spans_nodes(0));
+    }
+
+    #[test]
+    fn busy_ranks_count_the_stages_at_work_on_the_fullest_host() {
+        // tp=3 x pp=2 on nodes of 3 ranks: one stage busy puts 3 ranks on its node, both 3 each
+        // on their own node, but 6 on the one host when all nodes are that host.
+        let hybrid = args(3, 2, 3);
+        let p = Placement::new(&hybrid);
+        assert_eq!(p.busy_ranks_per_host(1, false), 3);
+        assert_eq!(p.busy_ranks_per_host(2, false), 3);
+        assert_eq!(p.busy_ranks_per_host(2, true), 6);
+        // tp=3 across 3 nodes of 1: one rank per node, all three on one host.
+        let across = args(3, 1, 1);
+        let p = Placement::new(&across);
+        assert_eq!(p.busy_ranks_per_host(1, false), 1);
+        assert_eq!(p.busy_ranks_per_host(1, true), 3);
     }
 
     #[test]

@@ -2,17 +2,20 @@
 //! per token at batch 1 and at the run's batch, decode tokens/s and memory per GPU, each time
 //! split into the terms it is made of, so the dominating one can be named.
 //!
-//! Every stage's pass costs its roofline time (compute or HBM) plus its tp all-reduces plus its
-//! send to the next stage; stages are not overlapped with communication (the engine's sends and
-//! all-reduces block). The pipeline turns stage times into a figure (formulas.rs); the time the
-//! work would take were every stage busy is the useful part, the rest is the pipeline bubble.
+//! Every stage's pass costs its kernels' roofline times (compute or memory, the matmuls and
+//! attention each on their own) plus its tp all-reduces plus its send to the next stage; stages
+//! are not overlapped with communication (the engine's sends and all-reduces block). On a CPU
+//! host, ranks busy at once share its memory bandwidth and cores, and beyond its cores they take
+//! turns (the time this adds is the core-sharing term). The pipeline turns
+//! stage times into a figure (formulas.rs); the time the work would take were every stage busy is
+//! the useful part, the rest is the pipeline bubble.
 
 use serde::Serialize;
 
 use super::formulas::{
-    all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds,
+    all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds, host_stretch,
     kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
-    send_seconds, stage_pass_work, stage_weight_bytes, Pass,
+    send_seconds, stage_pass_work, stage_weight_bytes, waiting_ranks_stretch, Pass, Work,
 };
 use super::hardware::Hardware;
 use super::model_shape::ModelShape;
@@ -20,102 +23,7 @@ use super::placement::Placement;
 use crate::data::prompts::Variant;
 use crate::parallelism::strategy::EngineArgs;
 use crate::slurm::profile::ClusterProfile;
-
-/// What a figure's time goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Term {
-    Compute,
-    Hbm,
-    IntraNodeComm,
-    InterNodeComm,
-    PipelineBubble,
-}
-
-impl Term {
-    pub const ALL: [Term; 5] = [
-        Term::Compute,
-        Term::Hbm,
-        Term::IntraNodeComm,
-        Term::InterNodeComm,
-        Term::PipelineBubble,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Term::Compute => "compute",
-            Term::Hbm => "HBM",
-            Term::IntraNodeComm => "intra-node comm",
-            Term::InterNodeComm => "inter-node comm",
-            Term::PipelineBubble => "pipeline bubble",
-        }
-    }
-}
-
-impl std::fmt::Display for Term {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-/// A predicted time, in seconds per term; the terms add up to the whole.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Estimate {
-    pub compute_s: f64,
-    pub hbm_s: f64,
-    pub intra_node_comm_s: f64,
-    pub inter_node_comm_s: f64,
-    pub pipeline_bubble_s: f64,
-}
-
-impl Estimate {
-    pub fn seconds(&self) -> f64 {
-        Term::ALL.iter().map(|&t| self.term(t)).sum()
-    }
-
-    pub fn term(&self, term: Term) -> f64 {
-        match term {
-            Term::Compute => self.compute_s,
-            Term::Hbm => self.hbm_s,
-            Term::IntraNodeComm => self.intra_node_comm_s,
-            Term::InterNodeComm => self.inter_node_comm_s,
-            Term::PipelineBubble => self.pipeline_bubble_s,
-        }
-    }
-
-    /// The largest term (the first of equals, in [`Term::ALL`]'s order).
-    pub fn dominant(&self) -> Term {
-        Term::ALL.into_iter().fold(Term::Compute, |best, t| {
-            if self.term(t) > self.term(best) {
-                t
-            } else {
-                best
-            }
-        })
-    }
-
-    /// Term by term sum.
-    pub fn plus(self, other: Self) -> Self {
-        Self {
-            compute_s: self.compute_s + other.compute_s,
-            hbm_s: self.hbm_s + other.hbm_s,
-            intra_node_comm_s: self.intra_node_comm_s + other.intra_node_comm_s,
-            inter_node_comm_s: self.inter_node_comm_s + other.inter_node_comm_s,
-            pipeline_bubble_s: self.pipeline_bubble_s + other.pipeline_bubble_s,
-        }
-    }
-
-    /// Every term times `k`.
-    pub fn times(self, k: f64) -> Self {
-        Self {
-            compute_s: self.compute_s * k,
-            hbm_s: self.hbm_s * k,
-            intra_node_comm_s: self.intra_node_comm_s * k,
-            inter_node_comm_s: self.inter_node_comm_s * k,
-            pipeline_bubble_s: self.pipeline_bubble_s * k,
-        }
-    }
-}
+pub use estimate::{Estimate, Term};
 
 /// A prompt length to predict for, named as the run's variants are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,13 +64,13 @@ impl Workload {
     }
 }
 
-/// Memory of the fullest GPU: its stage's weights and KV cache for the whole batch at the
-/// prompt's length plus the new tokens (activations and workspace left out).
+/// Memory of the fullest GPU (or CPU rank): its stage's weights and KV cache for the whole batch
+/// at the prompt's length plus the new tokens (activations and workspace left out).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemoryEstimate {
     pub weights_bytes: f64,
     pub kv_cache_bytes: f64,
-    /// Weights and KV cache fit in one GPU's memory.
+    /// Weights and KV cache fit in one GPU's memory (a CPU host's, for all its ranks).
     pub fits: bool,
 }
 
@@ -179,6 +87,9 @@ pub struct VariantPrediction {
     pub prompt_tokens: usize,
     /// Time to first token of one prompt alone.
     pub ttft: Estimate,
+    /// Time until every prompt of the run's batch has its first token: the prompts prefilled one
+    /// after another, each a chunk through the pipeline.
+    pub ttft_batch: Estimate,
     /// Time per generated token, one sequence.
     pub decode_batch1: Estimate,
     /// Time per generated token of each sequence, the run's batch decoding together.
@@ -210,36 +121,91 @@ impl StrategyPrediction {
     }
 }
 
+/// How a pass runs: its work, how many stages are busy at once (the ranks that share a CPU
+/// host's cores), and whether it is decode (one new token per sequence: attention runs the
+/// decode kernel; prefill's attention is matmuls).
+#[derive(Debug, Clone, Copy)]
+struct PassShape {
+    pass: Pass,
+    busy_stages: usize,
+    decode: bool,
+}
+
+/// Seconds of one kind of kernel by its roofline: all compute or all memory, whichever is longer.
+fn kernel_estimate(work: Work, flops_per_s: f64, bytes_per_s: f64) -> Estimate {
+    let (compute, memory) = roofline_seconds(work, flops_per_s, bytes_per_s);
+    if compute >= memory {
+        Estimate {
+            compute_s: compute,
+            ..Estimate::default()
+        }
+    } else {
+        Estimate {
+            hbm_s: memory,
+            ..Estimate::default()
+        }
+    }
+}
+
 /// One stage's share of a pass, in seconds per term (no bubble: that is the pipeline's).
 fn stage_seconds(
     model: &ModelShape,
     args: &EngineArgs,
     hardware: &Hardware,
-    pass: Pass,
+    shape: PassShape,
     activation_bytes: usize,
 ) -> Vec<Estimate> {
+    let PassShape {
+        pass,
+        busy_stages,
+        decode,
+    } = shape;
     let place = Placement::new(args);
     let stages = place.stages();
     let last = stages.len().saturating_sub(1);
     let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
+    // On a CPU host the ranks busy at once share its cores and memory bandwidth: each kind of
+    // time stretches by the turns they take, the host's total rate, or the share a tp group
+    // leaves the job's waiting ranks, whichever is slowest.
+    let (flops_stretch, bytes_stretch) = match hardware.host {
+        Some(host) => {
+            let slots = host.slots();
+            let busy = place.busy_ranks_per_host(busy_stages, host.single_host);
+            let all = place.busy_ranks_per_host(args.pp, host.single_host);
+            let waiting = waiting_ranks_stretch(args.tp, all, slots);
+            (
+                host_stretch(busy, slots, hardware.flops_per_s, host.flops_per_s).max(waiting),
+                host_stretch(
+                    busy,
+                    slots,
+                    hardware.hbm_bytes_per_s,
+                    host.memory_bytes_per_s,
+                )
+                .max(waiting),
+            )
+        }
+        None => (1.0, 1.0),
+    };
+    let decode_attention_flops_per_s = if decode {
+        hardware.decode_attention_flops_per_s
+    } else {
+        hardware.flops_per_s
+    };
     stages
         .iter()
         .enumerate()
         .map(|(s, &stage)| {
             let work = stage_pass_work(model, args.tp, stage, pass);
-            let (compute, hbm) =
-                roofline_seconds(work, hardware.flops_per_s, hardware.hbm_bytes_per_s);
-            let mut e = if compute >= hbm {
-                Estimate {
-                    compute_s: compute,
-                    ..Estimate::default()
-                }
-            } else {
-                Estimate {
-                    hbm_s: hbm,
-                    ..Estimate::default()
-                }
-            };
+            let mut e =
+                kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
+                    kernel_estimate(
+                        work.attention,
+                        decode_attention_flops_per_s,
+                        hardware.hbm_bytes_per_s,
+                    ),
+                );
+            e.core_sharing_s =
+                e.compute_s * (flops_stretch - 1.0) + e.hbm_s * (bytes_stretch - 1.0);
             let mut comm = |spans_nodes: bool, seconds: f64| {
                 if spans_nodes {
                     e.inter_node_comm_s += seconds;
@@ -299,15 +265,19 @@ pub fn predict(
     workload: &Workload,
 ) -> StrategyPrediction {
     let hw = hardware.achievable();
-    let seconds = |pass| stage_seconds(model, args, &hw, pass, workload.activation_bytes);
+    let seconds = |shape| stage_seconds(model, args, &hw, shape, workload.activation_bytes);
     let decode = |batch: usize, context: f64| {
         let (groups, size) = decode_groups(batch, args.micro_batches, args.pp);
         let rows = size as f64;
-        let stages = seconds(Pass {
-            rows,
-            attended: rows * context,
-            kv_read: rows * context,
-            logits_rows: rows,
+        let stages = seconds(PassShape {
+            pass: Pass {
+                rows,
+                attended: rows * context,
+                kv_read: rows * context,
+                logits_rows: rows,
+            },
+            busy_stages: groups,
+            decode: true,
         });
         pipeline_estimate(
             &stages,
@@ -321,19 +291,30 @@ pub fn predict(
         .map(|prompt| {
             let n = prompt.tokens;
             // A prompt alone is one prefill chunk (the engine does not split a sequence).
-            let prefill = seconds(Pass {
-                rows: n as f64,
-                attended: causal_attended(n),
-                kv_read: n as f64,
-                logits_rows: 1.0,
+            let prefill = seconds(PassShape {
+                pass: Pass {
+                    rows: n as f64,
+                    attended: causal_attended(n),
+                    kv_read: n as f64,
+                    logits_rows: 1.0,
+                },
+                busy_stages: 1,
+                decode: false,
             });
             let ttft = pipeline_estimate(&prefill, 1, pipeline_seconds(&totals(&prefill), 1));
+            let chunks = args.batch_size.max(1);
+            let ttft_batch = pipeline_estimate(
+                &prefill,
+                chunks,
+                pipeline_seconds(&totals(&prefill), chunks),
+            );
             let mean_context = n as f64 + workload.new_tokens as f64 / 2.0;
             let decode_batch = decode(args.batch_size, mean_context);
             VariantPrediction {
                 variant: prompt.variant.clone(),
                 prompt_tokens: n,
                 ttft,
+                ttft_batch,
                 decode_batch1: decode(1, mean_context),
                 decode_tokens_per_s: args.batch_size as f64 / decode_batch.seconds(),
                 decode_batch,
@@ -363,6 +344,14 @@ fn memory(
     hardware: &Hardware,
     cached_tokens: f64,
 ) -> MemoryEstimate {
+    // A CPU host's memory holds all its ranks (counted as copies of the fullest); a GPU's, one.
+    let sharing = hardware.host.map_or(1, |host| {
+        if host.single_host {
+            args.tp * args.pp
+        } else {
+            args.ranks_per_node.max(1)
+        }
+    }) as f64;
     Placement::new(args)
         .stages()
         .into_iter()
@@ -373,7 +362,7 @@ fn memory(
             MemoryEstimate {
                 weights_bytes,
                 kv_cache_bytes,
-                fits: weights_bytes + kv_cache_bytes <= hardware.memory_bytes,
+                fits: (weights_bytes + kv_cache_bytes) * sharing <= hardware.memory_bytes,
             }
         })
         .fold(None, |fullest: Option<MemoryEstimate>, m| match fullest {
@@ -387,5 +376,6 @@ fn memory(
         })
 }
 
+mod estimate;
 #[cfg(test)]
 mod tests;

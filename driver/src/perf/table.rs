@@ -14,20 +14,7 @@ pub fn render(predictions: &Predictions) -> String {
     let w = &predictions.workload;
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(
-        out,
-        "hardware {}: {:.0} TFLOP/s, HBM {:.2} TB/s, {:.0} GB per GPU; in a node {:.0} GB/s, {:.0} us; \
-         between nodes {:.0} GB/s, {:.0} us; {:.0}% of peak reached",
-        h.name,
-        h.flops_per_s / 1e12,
-        h.hbm_bytes_per_s / 1e12,
-        h.memory_bytes / 1e9,
-        h.intra_node.bytes_per_s / 1e9,
-        h.intra_node.latency_s * 1e6,
-        h.inter_node.bytes_per_s / 1e9,
-        h.inter_node.latency_s * 1e6,
-        h.achievable_fraction * 100.0
-    );
+    let _ = writeln!(out, "hardware {}", h.describe());
     let _ = writeln!(
         out,
         "model: {} layers, hidden {}, {} heads / {} KV heads, vocab {}, {} bytes per weight; \

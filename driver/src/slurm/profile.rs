@@ -46,6 +46,11 @@ pub struct ClusterProfile {
 pub struct ClusterShape {
     pub nodes: usize,
     pub gpus_per_node: usize,
+    /// Every node is the one machine the driver runs on (the local demo's fake nodes): `driver
+    /// run` then runs one job at a time, since jobs running together would share its cores and
+    /// time each other, and the performance model has all of a job's ranks share its cores.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_host: bool,
 }
 
 /// How to ask Slurm for resources; every field becomes an `#SBATCH` option or a script line.
@@ -317,10 +322,24 @@ impl ClusterProfile {
             path: path.to_path_buf(),
             source,
         })?;
-        let profile: Self = toml::from_str(&text).map_err(|source| ProfileError::Parse {
+        let mut profile: Self = toml::from_str(&text).map_err(|source| ProfileError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
+        // A hardware preset file is read once, here, relative to the profile: the loaded
+        // profile then stands alone (as a run folder's copy must).
+        if let Some(spec) = profile.hardware.take() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            profile.hardware =
+                Some(
+                    spec.inline_preset_file(base)
+                        .map_err(|e| ProfileError::Field {
+                            name: profile.name.clone(),
+                            field: format!("hardware.{}", e.field),
+                            reason: e.reason,
+                        })?,
+                );
+        }
         profile.check()?;
         Ok(profile)
     }
@@ -435,6 +454,14 @@ mod tests {
         let local = ClusterProfile::load(&profiles_dir().join("local-ci.toml")).unwrap();
         assert_eq!((local.cluster.nodes, local.cluster.gpus_per_node), (2, 2));
         assert_eq!(local.hardware, None);
+        // The demo's hardware is the committed calibration of this machine, read in on load.
+        let demo = ClusterProfile::load(&profiles_dir().join("local-demo.toml")).unwrap();
+        assert!(demo.cluster.one_host);
+        let spec = demo.hardware.unwrap();
+        assert_eq!(spec.preset_file, None);
+        assert_eq!(spec.preset.as_deref(), Some("cpu-local"));
+        let host = spec.resolve().unwrap().host.unwrap();
+        assert_eq!((host.cores, host.threads_per_rank), (2, 1));
     }
 
     #[test]

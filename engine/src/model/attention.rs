@@ -106,55 +106,6 @@ impl Attention {
         self.num_kv_heads
     }
 
-    /// Attention of `n` new query rows `(n, heads, hd)` against the cached keys and values, in
-    /// chunks of query rows: a chunk only reads the keys it can see (skipping the masked upper
-    /// triangle, about a third of the work for a long prompt) and the score buffer stays bounded.
-    fn prefill_attention(
-        &self,
-        q: &Tensor,
-        keys: &Tensor,
-        values: &Tensor,
-        slot: &SequenceSlot,
-        scale: f64,
-    ) -> Result<Tensor> {
-        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let group = nh / nkv;
-        let n = slot.len;
-        let cached = keys.dim(1)? - n;
-        // (n, heads, hd) -> (kv_heads, group, n, hd): query heads sharing a KV head are adjacent.
-        let q = q
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((nkv, group, n, hd))?;
-        let mut chunks = Vec::with_capacity(n.div_ceil(PREFILL_CHUNK));
-        for start in (0..n).step_by(PREFILL_CHUNK) {
-            let rows = PREFILL_CHUNK.min(n - start);
-            let visible = cached + start + rows;
-            let q = q
-                .narrow(2, start, rows)?
-                .contiguous()?
-                .reshape((nkv, group * rows, hd))?;
-            let keys = keys.narrow(1, 0, visible)?;
-            let scores = (q.matmul(&keys.t()?)? * scale)?;
-            let scores = match &slot.mask {
-                Some(mask) => scores
-                    .reshape((nkv, group, rows, visible))?
-                    .broadcast_add(&mask.narrow(0, start, rows)?.narrow(1, 0, visible)?)?
-                    .reshape((nkv, group * rows, visible))?,
-                None => scores,
-            };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let out = probs.matmul(&values.narrow(1, 0, visible)?)?; // (kv_heads, group * rows, hd)
-            chunks.push(out.reshape((nh, rows, hd))?);
-        }
-        let out = if chunks.len() == 1 {
-            chunks.pop().expect("one chunk")
-        } else {
-            Tensor::cat(&chunks, 1)?
-        };
-        Ok(out.transpose(0, 1)?.reshape((n, nh * hd))?)
-    }
-
     /// `x`: `(tokens, hidden)` packed over `slots`; `caches[i]` belongs to `slots[i]`.
     pub fn forward(
         &self,
@@ -195,11 +146,12 @@ impl Attention {
                 )?);
                 continue;
             }
-            outputs.push(self.prefill_attention(
+            outputs.push(prefill_attention(
                 &q.narrow(0, slot.offset, n)?,
                 &keys,
                 &values,
-                slot,
+                slot.mask.as_ref(),
+                (nh, nkv, hd),
                 scale,
             )?);
         }
@@ -210,6 +162,56 @@ impl Attention {
         };
         self.o_proj.forward(&attended, tp)
     }
+}
+
+/// Attention of `n` new query rows `(n, heads, hd)` against the cached keys and values
+/// `(kv_heads, cached + n, hd)` (the last `n` rows the new tokens'), with the additive causal
+/// `mask` `(n, cached + n)`, in chunks of query rows: a chunk only reads the keys it can see
+/// (skipping the masked upper triangle, about a third of the work for a long prompt) and the score
+/// buffer stays bounded. `heads`: (query heads, KV heads, head width). Returns `(n, heads * hd)`.
+pub fn prefill_attention(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    mask: Option<&Tensor>,
+    (nh, nkv, hd): (usize, usize, usize),
+    scale: f64,
+) -> Result<Tensor> {
+    let group = nh / nkv;
+    let n = q.dim(0)?;
+    let cached = keys.dim(1)? - n;
+    // (n, heads, hd) -> (kv_heads, group, n, hd): query heads sharing a KV head are adjacent.
+    let q = q
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((nkv, group, n, hd))?;
+    let mut chunks = Vec::with_capacity(n.div_ceil(PREFILL_CHUNK));
+    for start in (0..n).step_by(PREFILL_CHUNK) {
+        let rows = PREFILL_CHUNK.min(n - start);
+        let visible = cached + start + rows;
+        let q = q
+            .narrow(2, start, rows)?
+            .contiguous()?
+            .reshape((nkv, group * rows, hd))?;
+        let keys = keys.narrow(1, 0, visible)?;
+        let scores = (q.matmul(&keys.t()?)? * scale)?;
+        let scores = match mask {
+            Some(mask) => scores
+                .reshape((nkv, group, rows, visible))?
+                .broadcast_add(&mask.narrow(0, start, rows)?.narrow(1, 0, visible)?)?
+                .reshape((nkv, group * rows, visible))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&values.narrow(1, 0, visible)?)?; // (kv_heads, group * rows, hd)
+        chunks.push(out.reshape((nh, rows, hd))?);
+    }
+    let out = if chunks.len() == 1 {
+        chunks.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&chunks, 1)?
+    };
+    Ok(out.transpose(0, 1)?.reshape((n, nh * hd))?)
 }
 
 /// Causal mask for `new` tokens following `cached` ones: 0 where allowed, -inf above the diagonal.

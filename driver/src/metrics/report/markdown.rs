@@ -43,6 +43,11 @@ pub(super) fn render(summary: &RunSummary) -> String {
          `latency_vs_correctness`, `throughput_vs_prompt_length`, `latency_distribution` \
          (PNG and SVG).\n",
     );
+    md.push('\n');
+    match &summary.predicted {
+        Some(predicted) => md.push_str(&predicted.to_markdown()),
+        None => md.push_str(&super::predicted::no_predictions_markdown()),
+    }
     md
 }
 

@@ -18,6 +18,8 @@ pub(crate) struct ScoredRow {
     pub tokens_per_s: Option<f64>,
     /// The prompt's length in tokens: the job's count, else the variant's budget.
     pub prompt_tokens: Option<i64>,
+    /// Tokens the strategy generated.
+    pub completion_tokens: Option<i64>,
     /// The strategy gave no completion.
     pub failed: bool,
     /// 1 for a first try; `None` when unknown.
@@ -37,6 +39,7 @@ pub(crate) fn read(df: &DataFrame) -> Result<Vec<ScoredRow>, MetricsError> {
     let tokens_per_s = table::floats(df, "tokens_per_s")?;
     let prompt_tokens = table::ints(df, "prompt_tokens")?;
     let token_budget = table::ints(df, "token_budget")?;
+    let completion_tokens = table::ints(df, "completion_tokens")?;
     let completion = table::strings(df, "cluster_completion")?;
     let attempt = table::ints(df, "attempt")?;
     Ok((0..df.height())
@@ -51,6 +54,7 @@ pub(crate) fn read(df: &DataFrame) -> Result<Vec<ScoredRow>, MetricsError> {
             ttft_ms: ttft_ms[i],
             tokens_per_s: tokens_per_s[i],
             prompt_tokens: prompt_tokens[i].or(token_budget[i]),
+            completion_tokens: completion_tokens[i],
             failed: completion[i].is_none(),
             attempt: attempt[i],
         })

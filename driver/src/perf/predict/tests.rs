@@ -198,3 +198,87 @@ fn the_printed_table_has_a_row_per_strategy_and_prompt_and_both_picks() {
     assert!(text.lines().any(|l| l.starts_with("throughput")), "{text}");
     assert!(!text.contains("DOES NOT FIT"), "{text}");
 }
+
+/// One layer of 1000 wide (10 heads and 10 KV heads of 100), a tied 1000-word vocabulary, f32.
+fn slow_model() -> ModelShape {
+    ModelShape {
+        hidden_size: 1000,
+        heads: 10,
+        kv_heads: 10,
+        head_dim: 100,
+        layers: 1,
+        intermediate_size: 1000,
+        vocab_size: 1000,
+        tie_word_embeddings: true,
+        value_bytes: 4,
+    }
+}
+
+/// A 2-core CPU host whose ranks run at 1 GFLOP/s and 1 GB/s alone, `host_rate` together.
+fn two_core_host(host_rate: f64) -> Hardware {
+    let mut h = HardwareSpec {
+        preset: Some("cpu".into()),
+        flops_per_s: Some(1e9),
+        hbm_bytes_per_s: Some(1e9),
+        decode_attention_flops_per_s: Some(1e9),
+        memory_gb: Some(24.0),
+        intra_node_bytes_per_s: Some(1e9),
+        intra_node_latency_us: Some(1.0),
+        inter_node_bytes_per_s: Some(1e9),
+        inter_node_latency_us: Some(1.0),
+        achievable_fraction: Some(1.0),
+        host_cores: Some(2),
+        host_flops_per_s: Some(host_rate),
+        host_memory_bytes_per_s: Some(host_rate),
+        ..HardwareSpec::default()
+    }
+    .resolve()
+    .unwrap();
+    if let Some(host) = &mut h.host {
+        host.single_host = true;
+    }
+    h
+}
+
+#[test]
+fn tp4_on_two_cores_takes_two_turns_or_all_its_work_at_the_hosts_rate() {
+    // One rank of tp=4: q, o 2 x 1000 x 1000 / 4 = 500,000; k, v 2 x 1000 x 2.5 heads x 100
+    // = 500,000; MLP 750,000; norms 2,000; the tied head 250,000: 2,002,000 x 4 B = 8.008 ms at
+    // 1 GB/s (4.004 MFLOP, 4.004 ms: memory-bound). KV at the mean context 1000 + 0/2:
+    // 2 x 2.5 x 100 x 1000 x 4 B = 2 ms (1 MFLOP: memory-bound). Alone: 10.008 ms of memory.
+    // All-reduces: 2 + 1 (embedding), each 2 x 3/4 x 4000 B / 1 GB/s + 6 x 1 us = 12 us.
+    let workload = Workload {
+        prompts: vec![PromptLength {
+            variant: "2k".into(),
+            tokens: 1000,
+        }],
+        new_tokens: 0,
+        activation_bytes: 4,
+    };
+    let mut args = layout(4, 1, 1);
+    args.layer_split = vec![1];
+    let decode = |host_rate| {
+        predict(
+            "t",
+            &args,
+            &slow_model(),
+            &two_core_host(host_rate),
+            &workload,
+        )
+        .variants[0]
+            .decode_batch1
+    };
+    // Cores giving 2 GB/s together: 4 busy ranks take ceil(4 / 2) = 2 turns.
+    let d = decode(2e9);
+    assert!(close(d.hbm_s, 10.008e-3), "{d:?}");
+    assert!(close(d.core_sharing_s, 10.008e-3), "{d:?}");
+    assert!(close(d.intra_node_comm_s, 3.0 * 12e-6), "{d:?}");
+    assert_eq!(d.dominant(), Term::Hbm);
+    // Cores worth one between them: all four ranks' bytes at 1 GB/s, 4x one rank's time.
+    let one_core = decode(1e9);
+    assert!(
+        close(one_core.core_sharing_s, 3.0 * 10.008e-3),
+        "{one_core:?}"
+    );
+    assert_eq!(one_core.dominant(), Term::CoreSharing);
+}
