@@ -417,11 +417,14 @@ fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         }
         CalibratePart::Comm => {
             let world = MpiWorld::init()?;
-            let ctx = DistArgs {
+            // The CPU host's MPI links: what the local runs' all-reduces and hand-offs go over.
+            let (ctx, _device) = DistArgs {
                 tp: world.world_size(),
                 pp: 1,
                 comm_timeout: 60,
                 allreduce_dtype: AllReduceDType::F32,
+                device: DeviceChoice::Cpu,
+                data_plane: DataPlane::Mpi,
             }
             .context(&world)?;
             let mut options = comm::CommOptions {
