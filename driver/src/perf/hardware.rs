@@ -27,6 +27,7 @@ pub struct Hardware {
     pub prefill_attention_flops_per_s: f64,
     /// Seconds a decoder layer costs per pass beyond its kernels' rooflines (0 on GPUs, where
     /// kernel launches are left out).
+    #[serde(default)]
     pub layer_overhead_s: f64,
     /// Memory of one GPU, or of one CPU host (shared by its ranks).
     pub memory_bytes: f64,

@@ -301,6 +301,9 @@ fn each_layer_adds_its_measured_overhead_to_every_pass() {
     let with = predict("t", &args, &slow_model(), &hw, &workload).variants[0].decode_batch1;
     hw.layer_overhead_s = 0.0;
     let without = predict("t", &args, &slow_model(), &hw, &workload).variants[0].decode_batch1;
-    assert!(close(with.compute_s - without.compute_s, 100e-6), "{with:?}");
+    assert!(
+        close(with.compute_s - without.compute_s, 100e-6),
+        "{with:?}"
+    );
     assert_eq!(with.core_sharing_s, 0.0);
 }
