@@ -22,6 +22,13 @@ pub struct ComputeRates {
     pub gemv_bytes_per_s: f64,
     pub decode_attention_flops_per_s: f64,
     pub prefill_attention_flops_per_s: f64,
+    pub layer: LayerOverhead,
+}
+
+/// A decoder layer's cost in decode beyond streaming its weights (`engine calibrate`'s `layer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerOverhead {
+    pub overhead_s: f64,
 }
 
 /// `engine calibrate --part comm`'s answer.
@@ -163,6 +170,9 @@ fn median_rates(runs: &[ComputeRates]) -> ComputeRates {
         gemv_bytes_per_s: median(|r| r.gemv_bytes_per_s),
         decode_attention_flops_per_s: median(|r| r.decode_attention_flops_per_s),
         prefill_attention_flops_per_s: median(|r| r.prefill_attention_flops_per_s),
+        layer: LayerOverhead {
+            overhead_s: median(|r| r.layer.overhead_s),
+        },
     }
 }
 
@@ -183,6 +193,7 @@ pub fn preset(
         hbm_bytes_per_s: Some(round3(compute.gemv_bytes_per_s)),
         decode_attention_flops_per_s: Some(round3(compute.decode_attention_flops_per_s)),
         prefill_attention_flops_per_s: Some(round3(compute.prefill_attention_flops_per_s)),
+        layer_overhead_us: Some(round3(compute.layer.overhead_s * 1e6)),
         memory_gb: Some(round3(memory_bytes / 1e9)),
         intra_node_bytes_per_s: Some(round3(comm.bytes_per_s)),
         intra_node_latency_us: Some(round3(latency_us)),
@@ -213,6 +224,8 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
          (decode_attention_flops_per_s)\n\
          #   prefill attention of a 1024-token prompt: {:.2} GFLOP/s \
          (prefill_attention_flops_per_s)\n\
+         #   a decoder layer in decode (SmolLM2's widths), beyond streaming its weights: {:.0} us \
+         (layer_overhead_us)\n\
          #   {ranks} ranks at once, all together: {:.1} GFLOP/s matmul, {:.2} GB/s GEMV \
          (host_flops_per_s, host_memory_bytes_per_s)\n\
          #   MPI: {:.1} us half round trip, {:.2} GB/s; all-reduce of 4 KiB over 2 ranks {:.1} us\n\
@@ -222,6 +235,7 @@ pub fn render(calibration: &Calibration, machine: &str, date: &str) -> String {
         c.gemv_bytes_per_s / 1e9,
         c.decode_attention_flops_per_s / 1e9,
         c.prefill_attention_flops_per_s / 1e9,
+        c.layer.overhead_s * 1e6,
         calibration.preset.host_flops_per_s.unwrap_or_default() / 1e9,
         calibration
             .preset
@@ -317,6 +331,9 @@ mod tests {
             gemv_bytes_per_s: 12_655_081_905.3,
             decode_attention_flops_per_s: 3_913_275_084.7,
             prefill_attention_flops_per_s: 14_012_345_678.9,
+            layer: LayerOverhead {
+                overhead_s: 3.3492e-4,
+            },
         };
         let comm = CommRates {
             ranks: 2,
@@ -384,6 +401,7 @@ mod tests {
         assert_eq!(h.name, "cpu-test");
         assert_eq!(h.hbm_bytes_per_s, 12.7e9);
         assert_eq!(h.decode_attention_flops_per_s, 3.91e9);
+        assert!((h.layer_overhead_s - 335e-6).abs() < 1e-12);
         assert_eq!(h.intra_node.latency_s, h.inter_node.latency_s);
         assert!((h.intra_node.latency_s - 3.16e-6).abs() < 1e-12);
         assert_eq!(h.memory_bytes, 25.2e9);

@@ -25,6 +25,10 @@ pub struct Hardware {
     pub decode_attention_flops_per_s: f64,
     /// FLOP/s of prefill's causal attention (matmuls with a short inner dimension, a softmax).
     pub prefill_attention_flops_per_s: f64,
+    /// Seconds a decoder layer costs per pass beyond its kernels' rooflines (0 on GPUs, where
+    /// kernel launches are left out).
+    #[serde(default)]
+    pub layer_overhead_s: f64,
     /// Memory of one GPU, or of one CPU host (shared by its ranks).
     pub memory_bytes: f64,
     pub intra_node: Link,
@@ -97,6 +101,7 @@ impl Hardware {
             // FlashAttention-style decode kernels run on the tensor cores too.
             decode_attention_flops_per_s: flops_per_s,
             prefill_attention_flops_per_s: flops_per_s,
+            layer_overhead_s: 0.0,
             memory_bytes: memory_gb * 1e9,
             intra_node: Link {
                 bytes_per_s: 450e9,
@@ -122,6 +127,7 @@ impl Hardware {
             hbm_bytes_per_s: self.hbm_bytes_per_s * f,
             decode_attention_flops_per_s: self.decode_attention_flops_per_s * f,
             prefill_attention_flops_per_s: self.prefill_attention_flops_per_s * f,
+            layer_overhead_s: self.layer_overhead_s,
             memory_bytes: self.memory_bytes,
             intra_node: scale(self.intra_node),
             inter_node: scale(self.inter_node),
@@ -144,8 +150,8 @@ impl Hardware {
         match self.host {
             Some(host) => format!(
                 "{}: CPU, {} cores{}, {} thread(s) per rank; per rank {:.1} GFLOP/s matmul, {:.2} \
-                 GB/s memory, {:.2} / {:.1} GFLOP/s decode / prefill attention; {} GB; {links}; {:.0}% \
-                 of these reached",
+                 GB/s memory, {:.2} / {:.1} GFLOP/s decode / prefill attention, {:.0} us per layer beyond; \
+                 {} GB; {links}; {:.0}% of these reached",
                 self.name,
                 host.cores,
                 if host.single_host {
@@ -158,6 +164,7 @@ impl Hardware {
                 self.hbm_bytes_per_s / 1e9,
                 self.decode_attention_flops_per_s / 1e9,
                 self.prefill_attention_flops_per_s / 1e9,
+                self.layer_overhead_s * 1e6,
                 self.memory_bytes / 1e9,
                 self.achievable_fraction * 100.0
             ),

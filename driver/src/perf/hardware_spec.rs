@@ -31,6 +31,10 @@ pub struct HardwareSpec {
     /// FLOP/s of prefill's causal attention (default: `flops_per_s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefill_attention_flops_per_s: Option<f64>,
+    /// Time a decoder layer costs in decode beyond its kernels' rooflines (the engine's glue
+    /// between kernels), microseconds per layer per pass (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_overhead_us: Option<f64>,
     /// Memory of one GPU, or of one CPU host, GB (1e9 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_gb: Option<f64>,
@@ -118,6 +122,7 @@ impl HardwareSpec {
             prefill_attention_flops_per_s: self
                 .prefill_attention_flops_per_s
                 .or(base.prefill_attention_flops_per_s),
+            layer_overhead_us: self.layer_overhead_us.or(base.layer_overhead_us),
             memory_gb: self.memory_gb.or(base.memory_gb),
             intra_node_bytes_per_s: self.intra_node_bytes_per_s.or(base.intra_node_bytes_per_s),
             intra_node_latency_us: self.intra_node_latency_us.or(base.intra_node_latency_us),
@@ -224,6 +229,16 @@ impl HardwareSpec {
                 self.prefill_attention_flops_per_s,
                 Some(b.map_or(flops_per_s, |h| h.prefill_attention_flops_per_s)),
             )?,
+            layer_overhead_s: match self.layer_overhead_us {
+                Some(us) if us.is_finite() && us >= 0.0 => us * 1e-6,
+                Some(us) => {
+                    return Err(error(
+                        "layer_overhead_us",
+                        format!("{us} must be a number of microseconds, at least 0"),
+                    ))
+                }
+                None => b.map_or(0.0, |h| h.layer_overhead_s),
+            },
             memory_bytes: figure(
                 "memory_gb",
                 self.memory_gb.map(|gb| gb * 1e9),

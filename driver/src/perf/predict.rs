@@ -204,6 +204,9 @@ fn stage_seconds(
                         hardware.hbm_bytes_per_s,
                     ),
                 );
+            // The engine's glue between a layer's kernels (norms, rotary, the cache, the calls):
+            // CPU time, measured by `driver calibrate` on real decoder layers.
+            e.compute_s += stage.layers as f64 * hardware.layer_overhead_s;
             e.core_sharing_s =
                 e.compute_s * (flops_stretch - 1.0) + e.hbm_s * (bytes_stretch - 1.0);
             let mut comm = |spans_nodes: bool, seconds: f64| {

@@ -48,6 +48,8 @@ pub struct ComputeRates {
     pub prefill_attention_flops_per_s: f64,
     /// `(heads, kv_heads, head_dim, n)` of that prompt.
     pub prefill_attention_shape: [usize; 4],
+    /// A decoder layer's cost in decode beyond its weights.
+    pub layer: super::layers::LayerOverhead,
 }
 
 // A prefill chunk of 512 tokens through a 1024 -> 2048 projection: big enough for the GEMM to
@@ -131,18 +133,21 @@ pub fn measure(options: ComputeOptions) -> Result<ComputeRates> {
         return Err(e);
     }
 
+    let gemv_bytes_per_s = (matrices * GEMV_SIDE * GEMV_SIDE * 4) as f64 / gemv_s;
+    let layer = super::layers::measure(gemv_bytes_per_s)?;
     let attention_flops = (ATTENTION_CACHES * 4 * len * heads * head_dim) as f64;
     Ok(ComputeRates {
         threads: candle_core::utils::get_num_threads(),
         matmul_flops_per_s: 2.0 * (m * k * n) as f64 / matmul_s,
         matmul_shape: [m, k, n],
-        gemv_bytes_per_s: (matrices * GEMV_SIDE * GEMV_SIDE * 4) as f64 / gemv_s,
+        gemv_bytes_per_s,
         gemv_bytes: matrices * GEMV_SIDE * GEMV_SIDE * 4,
         decode_attention_flops_per_s: attention_flops / attention_s,
         decode_attention_shape: [heads, kv_heads, head_dim, len],
         prefill_attention_flops_per_s: (4 * tokens * (tokens + 1) / 2 * heads * head_dim) as f64
             / prefill_s,
         prefill_attention_shape: [heads, kv_heads, head_dim, tokens],
+        layer,
     })
 }
 

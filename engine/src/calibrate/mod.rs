@@ -5,6 +5,7 @@
 //! - [`compute`]: the prefill GEMM rate (candle's matmul, FLOP/s), the decode GEMV's weight
 //!   streaming rate (the engine's streaming kernel over weights far larger than the caches,
 //!   bytes/s) and the decode-attention kernel's rate (FLOP/s), on the threads this process has.
+//! - [`layers`]: the fixed cost of a decoder layer in decode beyond reading its weights.
 //! - [`comm`]: MPI point-to-point latency and bandwidth between ranks 0 and 1, and the latency of
 //!   a small all-reduce over the whole world, as the tensor-parallel layers make it.
 //!
@@ -13,6 +14,7 @@
 
 pub mod comm;
 pub mod compute;
+pub mod layers;
 
 use std::time::Instant;
 

@@ -85,6 +85,16 @@ pub fn synthesize(options: &SynthOptions, out: &Path) -> Result<usize> {
     if let Some(kv) = options.kv_heads {
         config.num_key_value_heads = Some(kv);
     }
+    synthesize_config(config, options, out)
+}
+
+/// Like [`synthesize`], with `config` instead of the preset's (other shapes, for measuring);
+/// `options`' dtype, seed, shard size and tokenizer apply.
+pub fn synthesize_config(
+    mut config: LlamaConfig,
+    options: &SynthOptions,
+    out: &Path,
+) -> Result<usize> {
     config.torch_dtype = Some(match options.dtype {
         DType::BF16 => "bfloat16".into(),
         DType::F16 => "float16".into(),

@@ -282,3 +282,28 @@ fn tp4_on_two_cores_takes_two_turns_or_all_its_work_at_the_hosts_rate() {
     );
     assert_eq!(one_core.dominant(), Term::CoreSharing);
 }
+
+#[test]
+fn each_layer_adds_its_measured_overhead_to_every_pass() {
+    // The slow model's one layer at 100 us, tp=1 on one core of two: nothing shared.
+    let mut hw = two_core_host(2e9);
+    hw.layer_overhead_s = 100e-6;
+    let workload = Workload {
+        prompts: vec![PromptLength {
+            variant: "2k".into(),
+            tokens: 1000,
+        }],
+        new_tokens: 0,
+        activation_bytes: 4,
+    };
+    let mut args = layout(1, 1, 1);
+    args.layer_split = vec![1];
+    let with = predict("t", &args, &slow_model(), &hw, &workload).variants[0].decode_batch1;
+    hw.layer_overhead_s = 0.0;
+    let without = predict("t", &args, &slow_model(), &hw, &workload).variants[0].decode_batch1;
+    assert!(
+        close(with.compute_s - without.compute_s, 100e-6),
+        "{with:?}"
+    );
+    assert_eq!(with.core_sharing_s, 0.0);
+}
