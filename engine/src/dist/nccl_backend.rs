@@ -39,6 +39,56 @@ fn id_from_bytes(bytes: &[u8]) -> std::result::Result<Id, String> {
     Ok(Id::uninit(internal))
 }
 
+/// The host (MPI) half of a NCCL-backed [`Communicator`]: every operation on host buffers goes
+/// to the MPI group in `self.host`.
+macro_rules! host_operations {
+    () => {
+        fn rank(&self) -> usize {
+            self.host.rank()
+        }
+        fn size(&self) -> usize {
+            self.host.size()
+        }
+        fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), DistError> {
+            self.host.all_reduce_sum(data)
+        }
+        fn all_reduce_sum_half(
+            &self,
+            data: &mut [u16],
+            format: HalfFormat,
+        ) -> Result<(), DistError> {
+            self.host.all_reduce_sum_half(data, format)
+        }
+        fn reduces_in_model_dtype(&self) -> bool {
+            self.host.reduces_in_model_dtype()
+        }
+        fn all_gather(&self, data: &[f32]) -> Result<Vec<f32>, DistError> {
+            self.host.all_gather(data)
+        }
+        fn broadcast_bytes(&self, root: usize, data: &mut Vec<u8>) -> Result<(), DistError> {
+            self.host.broadcast_bytes(root, data)
+        }
+        fn send(&self, dest: usize, data: &[f32]) -> Result<(), DistError> {
+            self.host.send(dest, data)
+        }
+        fn recv(&self, src: usize, data: &mut [f32]) -> Result<(), DistError> {
+            self.host.recv(src, data)
+        }
+        fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<(), DistError> {
+            self.host.send_bytes(dest, data)
+        }
+        fn recv_bytes(&self, src: usize) -> Result<Vec<u8>, DistError> {
+            self.host.recv_bytes(src)
+        }
+        fn barrier(&self) -> Result<(), DistError> {
+            self.host.barrier()
+        }
+        fn name(&self) -> &str {
+            self.host.name()
+        }
+    };
+}
+
 /// An MPI group with an NCCL communicator over the same ranks.
 pub struct NcclCommunicator {
     host: Box<dyn Communicator>,
@@ -87,45 +137,7 @@ impl NcclCommunicator {
 }
 
 impl Communicator for NcclCommunicator {
-    fn rank(&self) -> usize {
-        self.host.rank()
-    }
-    fn size(&self) -> usize {
-        self.host.size()
-    }
-    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), DistError> {
-        self.host.all_reduce_sum(data)
-    }
-    fn all_reduce_sum_half(&self, data: &mut [u16], format: HalfFormat) -> Result<(), DistError> {
-        self.host.all_reduce_sum_half(data, format)
-    }
-    fn reduces_in_model_dtype(&self) -> bool {
-        self.host.reduces_in_model_dtype()
-    }
-    fn all_gather(&self, data: &[f32]) -> Result<Vec<f32>, DistError> {
-        self.host.all_gather(data)
-    }
-    fn broadcast_bytes(&self, root: usize, data: &mut Vec<u8>) -> Result<(), DistError> {
-        self.host.broadcast_bytes(root, data)
-    }
-    fn send(&self, dest: usize, data: &[f32]) -> Result<(), DistError> {
-        self.host.send(dest, data)
-    }
-    fn recv(&self, src: usize, data: &mut [f32]) -> Result<(), DistError> {
-        self.host.recv(src, data)
-    }
-    fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<(), DistError> {
-        self.host.send_bytes(dest, data)
-    }
-    fn recv_bytes(&self, src: usize) -> Result<Vec<u8>, DistError> {
-        self.host.recv_bytes(src)
-    }
-    fn barrier(&self) -> Result<(), DistError> {
-        self.host.barrier()
-    }
-    fn name(&self) -> &str {
-        self.host.name()
-    }
+    host_operations!();
     fn device_collectives(&self) -> Option<&dyn DeviceCollectives> {
         Some(self)
     }
@@ -221,45 +233,7 @@ impl NcclPipelineLinks {
 }
 
 impl Communicator for NcclPipelineLinks {
-    fn rank(&self) -> usize {
-        self.host.rank()
-    }
-    fn size(&self) -> usize {
-        self.host.size()
-    }
-    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), DistError> {
-        self.host.all_reduce_sum(data)
-    }
-    fn all_reduce_sum_half(&self, data: &mut [u16], format: HalfFormat) -> Result<(), DistError> {
-        self.host.all_reduce_sum_half(data, format)
-    }
-    fn reduces_in_model_dtype(&self) -> bool {
-        self.host.reduces_in_model_dtype()
-    }
-    fn all_gather(&self, data: &[f32]) -> Result<Vec<f32>, DistError> {
-        self.host.all_gather(data)
-    }
-    fn broadcast_bytes(&self, root: usize, data: &mut Vec<u8>) -> Result<(), DistError> {
-        self.host.broadcast_bytes(root, data)
-    }
-    fn send(&self, dest: usize, data: &[f32]) -> Result<(), DistError> {
-        self.host.send(dest, data)
-    }
-    fn recv(&self, src: usize, data: &mut [f32]) -> Result<(), DistError> {
-        self.host.recv(src, data)
-    }
-    fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<(), DistError> {
-        self.host.send_bytes(dest, data)
-    }
-    fn recv_bytes(&self, src: usize) -> Result<Vec<u8>, DistError> {
-        self.host.recv_bytes(src)
-    }
-    fn barrier(&self) -> Result<(), DistError> {
-        self.host.barrier()
-    }
-    fn name(&self) -> &str {
-        self.host.name()
-    }
+    host_operations!();
     fn device_collectives(&self) -> Option<&dyn DeviceCollectives> {
         Some(self)
     }
