@@ -205,8 +205,10 @@ fn stage_seconds(
                     ),
                 );
             // The engine's glue between a layer's kernels (norms, rotary, the cache, the calls):
-            // CPU time, measured by `driver calibrate` on real decoder layers.
-            e.compute_s += stage.layers as f64 * hardware.layer_overhead_s;
+            // CPU time, measured by `driver calibrate` on whole decoder layers; it grows with the
+            // tensors the layer's ops touch, of which a rank of tp holds 1/tp (measured: tp=3
+            // on SmolLM2 pays about a third of one rank's).
+            e.compute_s += stage.layers as f64 * hardware.layer_overhead_s / args.tp as f64;
             e.core_sharing_s =
                 e.compute_s * (flops_stretch - 1.0) + e.hbm_s * (bytes_stretch - 1.0);
             let mut comm = |spans_nodes: bool, seconds: f64| {
