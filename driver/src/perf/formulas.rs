@@ -210,20 +210,6 @@ pub fn host_stretch(busy: usize, slots: usize, rank_rate: f64, host_rate: f64) -
     turns.max(busy.max(1) as f64 * rank_rate / host_rate)
 }
 
-/// How much longer a tp group's busy ranks take when the other ranks of their job wait on the
-/// same CPU host: MPI ranks waiting for a message poll (Open MPI spins, yielding, even with
-/// `mpi_yield_when_idle`), so they stay runnable, and a tp group's ranks wait too at every
-/// all-reduce, letting them in: the group's ranks get the host's `slots` cores shared with all
-/// `ranks_on_host` of the job: ranks_on_host / slots (at least 1). A lone rank (tp = 1) never
-/// waits inside a pass and keeps its core. Measured on the 2-core development machine: tp=2 x
-/// pp=2 decodes as slowly as one rank (4 ranks on 2 cores: 2x), pp=4 as fast as one rank.
-pub fn waiting_ranks_stretch(tp: usize, ranks_on_host: usize, slots: usize) -> f64 {
-    if tp <= 1 {
-        return 1.0;
-    }
-    (ranks_on_host as f64 / slots.max(1) as f64).max(1.0)
-}
-
 /// Share of a pipeline's time its stages are idle when `micro_batches` pass through `pp` equal
 /// stages once (fill and drain): (pp−1) / (m + pp−1). Source: Huang et al. 2019 (GPipe), sec. 2.3;
 /// Narayanan et al. 2021 (Megatron-LM at scale), sec. 2.2.1.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::formulas::{
     all_reduces_per_pass, causal_attended, decode_groups, decode_round_seconds, host_stretch,
     kv_cache_bytes_per_layer, pipeline_seconds, ring_all_reduce_seconds, roofline_seconds,
-    send_seconds, stage_pass_work, stage_weight_bytes, waiting_ranks_stretch, Pass, Work,
+    send_seconds, stage_pass_work, stage_weight_bytes, Pass, Work,
 };
 use super::hardware::Hardware;
 use super::model_shape::ModelShape;
@@ -165,23 +165,23 @@ fn stage_seconds(
     let last = stages.len().saturating_sub(1);
     let activation = pass.rows * model.hidden_size as f64 * activation_bytes as f64;
     // On a CPU host the ranks busy at once share its cores and memory bandwidth: each kind of
-    // time stretches by the turns they take, the host's total rate, or the share a tp group
-    // leaves the job's waiting ranks, whichever is slowest.
+    // time stretches by the turns they take or the host's total rate, whichever is slower. The
+    // job's waiting ranks are left out: they wait in MPI yielding their core
+    // (`mpi_yield_when_idle`, set by the job scripts), and measured with /proc during decode
+    // here they take a few percent of a core each (tp=1 x pp=4: 0.11 of a core per rank that
+    // computes a tenth of the time); tp=2 x pp=2 decodes as fast as tp=2 alone (6 runs each).
     let (flops_stretch, bytes_stretch) = match hardware.host {
         Some(host) => {
             let slots = host.slots();
             let busy = place.busy_ranks_per_host(busy_stages, host.single_host);
-            let all = place.busy_ranks_per_host(args.pp, host.single_host);
-            let waiting = waiting_ranks_stretch(args.tp, all, slots);
             (
-                host_stretch(busy, slots, hardware.flops_per_s, host.flops_per_s).max(waiting),
+                host_stretch(busy, slots, hardware.flops_per_s, host.flops_per_s),
                 host_stretch(
                     busy,
                     slots,
                     hardware.hbm_bytes_per_s,
                     host.memory_bytes_per_s,
-                )
-                .max(waiting),
+                ),
             )
         }
         None => (1.0, 1.0),

@@ -108,17 +108,6 @@ fn busy_ranks_wait_for_turns_or_for_the_hosts_rate() {
 }
 
 #[test]
-fn waiting_ranks_share_the_cores_with_a_tp_group_not_a_lone_rank() {
-    // tp=2 x pp=2 on 2 cores: the busy stage's 2 ranks share them with the 2 waiting: 2x.
-    assert_eq!(waiting_ranks_stretch(2, 4, 2), 2.0);
-    // tp=3 x pp=2: 6 ranks on 2 cores, 3x; pp=4 (tp = 1): none.
-    assert_eq!(waiting_ranks_stretch(3, 6, 2), 3.0);
-    assert_eq!(waiting_ranks_stretch(1, 4, 2), 1.0);
-    // Every rank has a core: none.
-    assert_eq!(waiting_ranks_stretch(2, 2, 2), 1.0);
-}
-
-#[test]
 fn the_bubble_is_pp_minus_1_over_m_plus_pp_minus_1() {
     // pp=2, m=8: 1/9; pp=16, m=1: 15/16; pp=1: no bubble; pp=4, m=4: 3/7.
     assert!(close(bubble_fraction(2, 8), 1.0 / 9.0));

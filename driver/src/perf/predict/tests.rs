@@ -307,3 +307,30 @@ fn each_layer_adds_its_measured_overhead_to_every_pass() {
     );
     assert_eq!(with.core_sharing_s, 0.0);
 }
+
+#[test]
+fn a_waiting_stage_leaves_the_cores_to_the_stage_that_computes() {
+    // tp=2 x pp=2 on the 2-core host, one sequence: one stage computes at a time, its 2 ranks on
+    // the 2 cores; the other stage's ranks wait in MPI, yielding. No core sharing, while tp=4
+    // (4 busy ranks) takes turns.
+    let model = ModelShape {
+        layers: 2,
+        ..slow_model()
+    };
+    let workload = Workload {
+        prompts: vec![PromptLength {
+            variant: "2k".into(),
+            tokens: 1000,
+        }],
+        new_tokens: 0,
+        activation_bytes: 4,
+    };
+    let mut hybrid = layout(2, 2, 1);
+    hybrid.layer_split = vec![1, 1];
+    let d = predict("h", &hybrid, &model, &two_core_host(2e9), &workload).variants[0].decode_batch1;
+    assert_eq!(d.core_sharing_s, 0.0, "{d:?}");
+    let mut tp4 = layout(4, 1, 1);
+    tp4.layer_split = vec![2];
+    let d = predict("t", &tp4, &model, &two_core_host(2e9), &workload).variants[0].decode_batch1;
+    assert!(d.core_sharing_s > 0.0, "{d:?}");
+}
