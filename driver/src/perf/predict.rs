@@ -186,10 +186,12 @@ fn stage_seconds(
         }
         None => (1.0, 1.0),
     };
-    let decode_attention_flops_per_s = if decode {
+    // Attention runs at its own measured rate: the decode kernel, or prefill's chunked matmuls
+    // and softmax (the same as the matmuls on a GPU preset, which measures neither).
+    let attention_flops_per_s = if decode {
         hardware.decode_attention_flops_per_s
     } else {
-        hardware.flops_per_s
+        hardware.prefill_attention_flops_per_s
     };
     stages
         .iter()
@@ -200,7 +202,7 @@ fn stage_seconds(
                 kernel_estimate(work.matmul, hardware.flops_per_s, hardware.hbm_bytes_per_s).plus(
                     kernel_estimate(
                         work.attention,
-                        decode_attention_flops_per_s,
+                        attention_flops_per_s,
                         hardware.hbm_bytes_per_s,
                     ),
                 );

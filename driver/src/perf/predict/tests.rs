@@ -334,3 +334,30 @@ fn a_waiting_stage_leaves_the_cores_to_the_stage_that_computes() {
     let d = predict("t", &tp4, &model, &two_core_host(2e9), &workload).variants[0].decode_batch1;
     assert!(d.core_sharing_s > 0.0, "{d:?}");
 }
+
+#[test]
+fn prefill_attention_runs_at_its_measured_rate_not_the_matmuls() {
+    // The slow model's one layer, tp=1, a 1000-token prompt alone: attention is
+    // 4 x 1000 x 1001 / 2 x 10 heads x 100 = 2.002 GFLOP. At the matmuls' 1 GFLOP/s 2.002 s;
+    // with prefill attention measured at a quarter of that, four times as long. The matmuls
+    // (14 GFLOP) do not change.
+    let workload = Workload {
+        prompts: vec![PromptLength {
+            variant: "2k".into(),
+            tokens: 1000,
+        }],
+        new_tokens: 0,
+        activation_bytes: 4,
+    };
+    let mut args = layout(1, 1, 1);
+    args.layer_split = vec![1];
+    let mut hw = two_core_host(2e9);
+    let ttft = |hw: &Hardware| predict("t", &args, &slow_model(), hw, &workload).variants[0].ttft;
+    let at_matmul_rate = ttft(&hw);
+    hw.prefill_attention_flops_per_s = 0.25e9;
+    let slower = ttft(&hw);
+    assert!(
+        close(slower.compute_s - at_matmul_rate.compute_s, 3.0 * 2.002),
+        "{at_matmul_rate:?} {slower:?}"
+    );
+}
