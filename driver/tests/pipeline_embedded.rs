@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::perf::{calibrate, check_decode_agreement, demo_profile};
 use common::pipeline::{
-    check_report, floats, only_run, run_table, strings, write_run_config, RunConfig,
+    check_report, driver_run, floats, only_run, run_table, strings, write_run_config, RunConfig,
 };
 
 const STRATEGIES: [&str; 4] = [
@@ -44,14 +44,7 @@ fn driver_run_on_the_embedded_default_agrees_with_the_baseline_and_reports() {
     );
     let log = dir.join("driver.log");
     let start = Instant::now();
-    let child = common::driver()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let out = common::wait_output(child, Duration::from_secs(1800), &log);
+    let out = driver_run(&config, &[], &log, Duration::from_secs(1800));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::pipeline::{check_report, only_run, run_table, write_run_config, RunConfig};
+use common::pipeline::{
+    check_report, driver_run, only_run, run_table, write_run_config, RunConfig,
+};
 use driver::slurm::run_state::{JobProgress, RunState};
 use polars::prelude::*;
 
@@ -62,14 +64,12 @@ fn a_killed_run_resumes_to_the_same_table_without_submitting_twice() {
     std::fs::create_dir_all(&whole).unwrap();
     let whole_results = whole.join("results");
     let log = whole.join("driver.log");
-    let child = common::driver()
-        .args(["run", "--no-progress", "--config"])
-        .arg(config(&whole, &whole_results))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let out = common::wait_output(child, Duration::from_secs(900), &log);
+    let out = driver_run(
+        &config(&whole, &whole_results),
+        &[],
+        &log,
+        Duration::from_secs(900),
+    );
     assert!(
         out.status.success(),
         "uninterrupted run failed:\n{}",

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::pipeline::{
-    check_report, floats, only_run, run_table, strings, write_run_config, RunConfig,
+    check_report, driver_run, floats, only_run, run_table, strings, write_run_config, RunConfig,
 };
 
 #[test]
@@ -30,15 +29,7 @@ fn driver_run_on_the_local_slurm_runs_the_four_strategies_on_its_nodes() {
         },
     );
     let log = dir.join("driver.log");
-    let child = common::driver()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&config)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let out = common::wait_output(child, Duration::from_secs(1200), &log);
+    let out = driver_run(&config, &env, &log, Duration::from_secs(1200));
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(out.status.success(), "driver run failed:\n{stderr}");
 

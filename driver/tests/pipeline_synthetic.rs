@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::perf::{calibrate, check_decode_agreement, demo_profile};
-use common::pipeline::{only_run, run_table, write_run_config, RunConfig};
+use common::pipeline::{driver_run, only_run, run_table, write_run_config, RunConfig};
 
 const STRATEGIES: [&str; 4] = [
     "tp-across-nodes",
@@ -72,14 +72,7 @@ fn decode_on_a_synthetic_model_agrees_with_the_performance_model_within_2x() {
     );
     let log = dir.join("driver.log");
     let start = Instant::now();
-    let child = common::driver()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let out = common::wait_output(child, Duration::from_secs(900), &log);
+    let out = driver_run(&config, &[], &log, Duration::from_secs(900));
     assert!(
         out.status.success(),
         "driver run failed ({}):\n{}",

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use driver::perf::HardwareSpec;
 use driver::slurm::profile::ClusterProfile;
-use polars::prelude::*;
 
 use super::{driver, engine_bin, repo};
 
@@ -59,12 +58,7 @@ pub fn check_decode_agreement(run_dir: &Path, strategies: &[&str], variants: usi
         .unwrap_or_else(|| panic!("summary.md has no predicted-vs-measured section:\n{md}"));
     eprintln!("## Predicted vs measured{section}");
     let csv = run_dir.join("predicted_vs_measured.csv");
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(csv.clone()))
-        .unwrap()
-        .finish()
-        .unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let df = super::pipeline::read_csv(&csv);
     assert_eq!(df.height(), strategies.len() * variants, "{df}");
     let strategy = super::pipeline::strings(&df, "strategy");
     let variant = super::pipeline::strings(&df, "variant");

@@ -2,10 +2,26 @@
 //! report's files checked for validity.
 
 use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use polars::prelude::*;
 
-use super::{data_dir, llama3_tokenizer};
+use super::{data_dir, driver, llama3_tokenizer, wait_output};
+
+/// `driver run --no-progress --config CONFIG` to its end, with `env` added to its environment
+/// and its stderr in `log`; killed, failing the test, past `limit`.
+pub fn driver_run(config: &Path, env: &[(String, String)], log: &Path, limit: Duration) -> Output {
+    let child = driver()
+        .args(["run", "--no-progress", "--config"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_output(child, limit, log)
+}
 
 /// What a `driver run` test config holds beyond the defaults.
 pub struct RunConfig<'a> {
@@ -16,6 +32,15 @@ pub struct RunConfig<'a> {
     pub launcher: &'a str,
     pub prompt_ids: &'a [&'a str],
     pub max_tokens: u32,
+}
+
+/// A CSV file with a header row, as polars reads it; fails the test naming the file.
+pub fn read_csv(path: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|reader| reader.finish())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Writes the config of a run with the embedded baseline on `model`.
@@ -96,12 +121,7 @@ pub fn run_table(run_dir: &Path) -> DataFrame {
 /// per strategy and variant, each PNG decodes, each SVG parses as XML.
 pub fn check_report(run_dir: &Path, strategies: usize, variants: usize) {
     let csv = run_dir.join("summary.csv");
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(csv.clone()))
-        .unwrap()
-        .finish()
-        .unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let df = read_csv(&csv);
     assert_eq!(df.height(), strategies * variants, "{df}");
     for column in ["strategy", "variant"] {
         assert!(

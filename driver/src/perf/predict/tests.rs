@@ -32,6 +32,18 @@ fn one_2k_prompt() -> Workload {
     }
 }
 
+/// One 1000-token prompt, nothing generated (decode at a context of 1000).
+fn a_1000_token_prompt() -> Workload {
+    Workload {
+        prompts: vec![PromptLength {
+            variant: "2k".into(),
+            tokens: 1000,
+        }],
+        new_tokens: 0,
+        activation_bytes: 4,
+    }
+}
+
 fn layout(tp: usize, pp: usize, nodes: usize) -> EngineArgs {
     EngineArgs {
         tp,
@@ -247,14 +259,7 @@ fn tp4_on_two_cores_takes_two_turns_or_all_its_work_at_the_hosts_rate() {
     // 1 GB/s (4.004 MFLOP, 4.004 ms: memory-bound). KV at the mean context 1000 + 0/2:
     // 2 x 2.5 x 100 x 1000 x 4 B = 2 ms (1 MFLOP: memory-bound). Alone: 10.008 ms of memory.
     // All-reduces: 2 + 1 (embedding), each 2 x 3/4 x 4000 B / 1 GB/s + 6 x 1 us = 12 us.
-    let workload = Workload {
-        prompts: vec![PromptLength {
-            variant: "2k".into(),
-            tokens: 1000,
-        }],
-        new_tokens: 0,
-        activation_bytes: 4,
-    };
+    let workload = a_1000_token_prompt();
     let mut args = layout(4, 1, 1);
     args.layer_split = vec![1];
     let decode = |host_rate| {
@@ -288,14 +293,7 @@ fn each_layer_adds_its_measured_overhead_to_every_pass() {
     // The slow model's one layer at 100 us, tp=1 on one core of two: nothing shared.
     let mut hw = two_core_host(2e9);
     hw.layer_overhead_s = 100e-6;
-    let workload = Workload {
-        prompts: vec![PromptLength {
-            variant: "2k".into(),
-            tokens: 1000,
-        }],
-        new_tokens: 0,
-        activation_bytes: 4,
-    };
+    let workload = a_1000_token_prompt();
     let mut args = layout(1, 1, 1);
     args.layer_split = vec![1];
     let with = predict("t", &args, &slow_model(), &hw, &workload).variants[0].decode_batch1;
@@ -317,14 +315,7 @@ fn a_waiting_stage_leaves_the_cores_to_the_stage_that_computes() {
         layers: 2,
         ..slow_model()
     };
-    let workload = Workload {
-        prompts: vec![PromptLength {
-            variant: "2k".into(),
-            tokens: 1000,
-        }],
-        new_tokens: 0,
-        activation_bytes: 4,
-    };
+    let workload = a_1000_token_prompt();
     let mut hybrid = layout(2, 2, 1);
     hybrid.layer_split = vec![1, 1];
     let d = predict("h", &hybrid, &model, &two_core_host(2e9), &workload).variants[0].decode_batch1;
@@ -341,14 +332,7 @@ fn prefill_attention_runs_at_its_measured_rate_not_the_matmuls() {
     // 4 x 1000 x 1001 / 2 x 10 heads x 100 = 2.002 GFLOP. At the matmuls' 1 GFLOP/s 2.002 s;
     // with prefill attention measured at a quarter of that, four times as long. The matmuls
     // (14 GFLOP) do not change.
-    let workload = Workload {
-        prompts: vec![PromptLength {
-            variant: "2k".into(),
-            tokens: 1000,
-        }],
-        new_tokens: 0,
-        activation_bytes: 4,
-    };
+    let workload = a_1000_token_prompt();
     let mut args = layout(1, 1, 1);
     args.layer_split = vec![1];
     let mut hw = two_core_host(2e9);
