@@ -44,11 +44,12 @@ struct Row {
     completion_tokens: usize,
     ttft_ms: f64,
     latency_ms: f64,
+    inter_token_ms: Vec<f64>,
     finish_reason: String,
 }
 
 /// Every column of an output row (the nullable ones included).
-const COLUMNS: [&str; 18] = [
+const COLUMNS: [&str; 19] = [
     "prompt_id",
     "variant",
     "strategy",
@@ -65,6 +66,7 @@ const COLUMNS: [&str; 18] = [
     "completion_tokens",
     "ttft_ms",
     "latency_ms",
+    "inter_token_ms",
     "finish_reason",
     "trace_path",
 ];
@@ -250,6 +252,18 @@ fn check_rows(rows: &[Row], prompts: &[Prompt], layout: &Layout, max_new: usize,
         assert!(
             row.ttft_ms >= 0.0 && row.latency_ms >= row.ttft_ms,
             "{at}: ttft_ms {} latency_ms {}",
+            row.ttft_ms,
+            row.latency_ms
+        );
+        // The gaps between tokens add up to the time after the first one.
+        let gaps: f64 = row.inter_token_ms.iter().sum();
+        assert!(
+            row.inter_token_ms.len() == row.completion_tokens - 1
+                && row.inter_token_ms.iter().all(|g| *g >= 0.0)
+                && (gaps - (row.latency_ms - row.ttft_ms)).abs() < 1e-6 * row.latency_ms.max(1.0),
+            "{at}: inter_token_ms {:?} for {} tokens, ttft_ms {} latency_ms {}",
+            row.inter_token_ms,
+            row.completion_tokens,
             row.ttft_ms,
             row.latency_ms
         );

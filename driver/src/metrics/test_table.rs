@@ -22,6 +22,7 @@ pub(crate) struct Row {
     pub completion_tokens: Option<i64>,
     pub prompt_tokens: Option<i64>,
     pub tokens_per_s: Option<f64>,
+    pub decode_ms_per_token: Option<f64>,
     pub cluster_logprobs: Option<Vec<f64>>,
     pub rank: i64,
     pub gpu_id: Option<i64>,
@@ -59,6 +60,7 @@ impl Row {
             completion_tokens: Some(8),
             prompt_tokens: Some(2000),
             tokens_per_s: Some(80.0),
+            decode_ms_per_token: None,
             cluster_logprobs: None,
             rank: 0,
             gpu_id: Some(0),
@@ -79,6 +81,7 @@ impl Row {
         self.ttft_ms = None;
         self.completion_tokens = None;
         self.tokens_per_s = None;
+        self.decode_ms_per_token = None;
         self.error = Some("rank 1 exited with 137".into());
         self
     }
@@ -125,6 +128,7 @@ pub(crate) fn master_table(rows: &[Row]) -> DataFrame {
         col!(completion_tokens),
         col!(prompt_tokens),
         col!(tokens_per_s),
+        col!(decode_ms_per_token),
         logprobs(
             "cluster_logprobs",
             rows.iter().map(|r| r.cluster_logprobs.clone()).collect(),

@@ -35,6 +35,9 @@ pub struct EngineRow {
     pub prompt_tokens: Option<i64>,
     #[serde(default)]
     pub ttft_ms: Option<f64>,
+    /// The gaps between consecutive tokens, in milliseconds.
+    #[serde(default)]
+    pub inter_token_ms: Option<Vec<f64>>,
     #[serde(default)]
     pub finish_reason: Option<String>,
     #[serde(default)]
@@ -186,9 +189,18 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Result<EngineRow, String>>, Stri
         opt_int("prompt_tokens")?,
     );
     let ttft = opt_float("ttft_ms")?;
-    let logprobs = optional("logprobs")
-        .map(|c| c.list().cloned().map_err(|e| typed("logprobs", e)))
-        .transpose()?;
+    let list = |name: &str| {
+        optional(name)
+            .map(|c| c.list().cloned().map_err(|e| typed(name, e)))
+            .transpose()
+    };
+    let (logprobs, inter_token) = (list("logprobs")?, list("inter_token_ms")?);
+    let floats = |l: &Option<ListChunked>, name: &str, i: usize| match l {
+        Some(l) => {
+            crate::data::table::float_list(l.get_as_series(i)).map_err(|e| format!("`{name}`: {e}"))
+        }
+        None => Ok(None),
+    };
     let s =
         |c: &Option<StringChunked>, i: usize| c.as_ref().and_then(|c| c.get(i).map(str::to_string));
     let n = |c: &Option<Int64Chunked>, i: usize| c.as_ref().and_then(|c| c.get(i));
@@ -211,13 +223,10 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Result<EngineRow, String>>, Stri
                 gpu_id: n(&gpu, i),
                 hostname: s(&hostname, i),
                 completion_token_ids: None,
-                logprobs: match &logprobs {
-                    Some(l) => crate::data::table::float_list(l.get_as_series(i))
-                        .map_err(|e| format!("`logprobs`: {e}"))?,
-                    None => None,
-                },
+                logprobs: floats(&logprobs, "logprobs", i)?,
                 prompt_tokens: n(&prompt_tokens, i),
                 ttft_ms: ttft.as_ref().and_then(|c| c.get(i)),
+                inter_token_ms: floats(&inter_token, "inter_token_ms", i)?,
                 finish_reason: s(&finish, i),
                 trace_path: s(&trace, i),
             })

@@ -226,6 +226,10 @@ fn fill_from_engine(row: &mut MasterRow, e: &EngineRow) {
     row.cluster_completion = Some(e.completion.clone());
     row.cluster_latency_ms = Some(e.latency_ms);
     row.ttft_ms = e.ttft_ms;
+    row.decode_ms_per_token = e
+        .inter_token_ms
+        .as_deref()
+        .and_then(|gaps| crate::metrics::report::stats::percentile(gaps, 50.0));
     row.completion_tokens = Some(e.completion_tokens);
     row.prompt_tokens = e.prompt_tokens;
     row.tokens_per_s =

@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::data::table::{float_list, logprob_column, TableRow};
 
 /// The columns, in order.
-pub const MASTER_COLUMNS: [&str; 28] = [
+pub const MASTER_COLUMNS: [&str; 29] = [
     "prompt_id",
     "variant",
     "strategy",
@@ -32,6 +32,7 @@ pub const MASTER_COLUMNS: [&str; 28] = [
     "ttft_ms",
     "completion_tokens",
     "tokens_per_s",
+    "decode_ms_per_token",
     "attempt",
     "error",
     "cluster_logprobs",
@@ -70,6 +71,9 @@ pub struct MasterRow {
     pub completion_tokens: Option<i64>,
     /// Generated tokens per second of the request's whole latency.
     pub tokens_per_s: Option<f64>,
+    /// The median gap between consecutive generated tokens (the engine's inter-token times);
+    /// `None` from an engine that does not report them.
+    pub decode_ms_per_token: Option<f64>,
     /// The job attempt that produced the row (1: the first).
     pub attempt: Option<i64>,
     /// Why the strategy has no answer for this prompt.
@@ -107,6 +111,7 @@ impl MasterRow {
             ttft_ms: None,
             completion_tokens: None,
             tokens_per_s: None,
+            decode_ms_per_token: None,
             attempt: None,
             error: None,
             cluster_logprobs: None,
@@ -175,14 +180,15 @@ pub fn to_dataframe(rows: &[MasterRow]) -> Result<DataFrame, MasterError> {
         Column::new(c(20), floats(rows, |r| r.ttft_ms)),
         Column::new(c(21), ints(rows, |r| r.completion_tokens)),
         Column::new(c(22), floats(rows, |r| r.tokens_per_s)),
-        Column::new(c(23), ints(rows, |r| r.attempt)),
-        Column::new(c(24), strs(rows, |r| r.error.as_deref())),
+        Column::new(c(23), floats(rows, |r| r.decode_ms_per_token)),
+        Column::new(c(24), ints(rows, |r| r.attempt)),
+        Column::new(c(25), strs(rows, |r| r.error.as_deref())),
         logprob_column(
-            MASTER_COLUMNS[25],
+            MASTER_COLUMNS[26],
             rows.iter().map(|r| r.cluster_logprobs.as_deref()),
         ),
-        Column::new(c(26), strs(rows, |r| r.finish_reason.as_deref())),
-        Column::new(c(27), strs(rows, |r| r.source_artifact.as_deref())),
+        Column::new(c(27), strs(rows, |r| r.finish_reason.as_deref())),
+        Column::new(c(28), strs(rows, |r| r.source_artifact.as_deref())),
     ];
     Ok(DataFrame::new(rows.len(), columns)?)
 }
@@ -236,6 +242,11 @@ pub fn from_dataframe(df: &DataFrame, origin: &Path) -> Result<Vec<MasterRow>, M
     let ttft = f("ttft_ms")?;
     let completion_tokens = i("completion_tokens")?;
     let tokens_per_s = f("tokens_per_s")?;
+    // Tables written before the engine reported inter-token times have no such column.
+    let decode_ms_per_token = match df.column("decode_ms_per_token") {
+        Ok(_) => Some(f("decode_ms_per_token")?),
+        Err(_) => None,
+    };
     let attempt = i("attempt")?;
     let error = s("error")?;
     let cluster_logprobs = l("cluster_logprobs")?;
@@ -275,6 +286,7 @@ pub fn from_dataframe(df: &DataFrame, origin: &Path) -> Result<Vec<MasterRow>, M
             ttft_ms: ttft.get(n),
             completion_tokens: completion_tokens.get(n),
             tokens_per_s: tokens_per_s.get(n),
+            decode_ms_per_token: decode_ms_per_token.as_ref().and_then(|c| c.get(n)),
             attempt: attempt.get(n),
             error: owned(error.get(n)),
             cluster_logprobs: list(&cluster_logprobs, "cluster_logprobs")?,
@@ -332,6 +344,7 @@ mod tests {
         ok.pp = Some(1);
         ok.nodes = Some("n1".into());
         ok.tokens_per_s = Some(12.5);
+        ok.decode_ms_per_token = Some(41.5);
         let mut failed = MasterRow::from_baseline(&baseline_row("p02", "4k"), "tp-single-node");
         failed.error = Some("job FAILED (exit 1)".into());
         failed.local_logprobs = None;
@@ -343,6 +356,21 @@ mod tests {
         let names: Vec<&str> = df.columns().iter().map(|c| c.name().as_str()).collect();
         assert_eq!(names, MASTER_COLUMNS);
         assert_eq!(from_dataframe(&df, &path).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_table_from_before_inter_token_times_reads_without_them() {
+        let mut row = MasterRow::from_baseline(&baseline_row("p01", "2k"), "s");
+        row.decode_ms_per_token = Some(41.5);
+        let df = to_dataframe(&[row.clone()])
+            .unwrap()
+            .drop("decode_ms_per_token")
+            .unwrap();
+        row.decode_ms_per_token = None;
+        assert_eq!(
+            from_dataframe(&df, Path::new("old.parquet")).unwrap(),
+            vec![row]
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct ResultRow {
     pub completion_tokens: usize,
     pub ttft_ms: f64,
     pub latency_ms: f64,
+    /// The gaps between consecutive tokens, in milliseconds (one fewer than the tokens).
+    #[serde(default)]
+    pub inter_token_ms: Vec<f64>,
     pub finish_reason: FinishReason,
     pub trace_path: Option<String>,
 }
@@ -198,6 +201,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
             continue;
         }
         for (row, out) in batch_rows.iter().zip(outputs) {
+            let inter_token_ms = out.inter_token_ms();
             results.push(ResultRow {
                 prompt_id: row.prompt_id.clone(),
                 variant: row.variant.clone(),
@@ -219,6 +223,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
                     .collect(),
                 ttft_ms: out.ttft_ms,
                 latency_ms: out.latency_ms,
+                inter_token_ms,
                 finish_reason: out.finish_reason,
                 trace_path: options.trace_path.as_ref().map(|p| p.display().to_string()),
             });

@@ -52,6 +52,15 @@ pub struct GenerationOutput {
     pub ttft_ms: f64,
     /// Milliseconds from the start of the batch to this request's last token.
     pub latency_ms: f64,
+    /// Milliseconds from the start of the batch to each generated token, in order.
+    pub token_ms: Vec<f64>,
+}
+
+impl GenerationOutput {
+    /// The gaps between consecutive tokens (inter-token latency), in milliseconds.
+    pub fn inter_token_ms(&self) -> Vec<f64> {
+        self.token_ms.windows(2).map(|w| w[1] - w[0]).collect()
+    }
 }
 
 /// Generates completions with a loaded model and its tokenizer.
@@ -192,6 +201,7 @@ impl<'a> Generator<'a> {
                 logprobs: Vec::new(),
                 ttft_ms: 0.0,
                 latency_ms: 0.0,
+                token_ms: Vec::with_capacity(limit),
             };
             if limit == 0 {
                 done[index] = Some(output);
@@ -223,6 +233,7 @@ impl<'a> Generator<'a> {
             if seq.output.completion_token_ids.is_empty() {
                 seq.output.ttft_ms = elapsed_ms;
             }
+            seq.output.token_ms.push(elapsed_ms);
             if self.accept(&mut seq, token)? {
                 seq.output.latency_ms = elapsed_ms;
                 done[seq.index] = Some(seq.output);

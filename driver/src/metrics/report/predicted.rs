@@ -112,8 +112,13 @@ pub struct Comparison {
     pub rows: Vec<ComparedRow>,
 }
 
-/// Decode time per token of a row: (latency − TTFT) / (tokens − 1), the gaps between tokens.
+/// Decode time per token of a row: the median gap between its tokens as the engine timed them
+/// (a stall of the machine in one step moves a median little), else their mean,
+/// (latency − TTFT) / (tokens − 1).
 pub(crate) fn decode_ms_per_token(row: &ScoredRow) -> Option<f64> {
+    if row.decode_ms_per_token.is_some() {
+        return row.decode_ms_per_token;
+    }
     let (latency, ttft, tokens) = (row.latency_ms?, row.ttft_ms?, row.completion_tokens?);
     (tokens >= 2).then(|| (latency - ttft) / (tokens - 1) as f64)
 }
@@ -195,7 +200,8 @@ impl Comparison {
             md,
             "The performance model (`driver plan --predict`) on {}; each strategy and variant \
              predicted at its median prompt and completion length and its batch. Measured: \
-             medians over the group's prompts; decode is (latency - TTFT) / (tokens - 1). Ratio: \
+             medians over the group's prompts; decode is the median gap between a row's tokens as the \
+             engine timed them (else (latency - TTFT) / (tokens - 1)). Ratio: \
              measured / predicted. A figure more than {SLOWER_THAN_MODEL}x worse than predicted \
              is flagged.\n",
             self.hardware

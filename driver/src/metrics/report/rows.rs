@@ -16,6 +16,9 @@ pub(crate) struct ScoredRow {
     pub latency_ms: Option<f64>,
     pub ttft_ms: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// The median gap between the strategy's tokens, as the engine timed them; `None` in
+    /// tables from before the engine reported them.
+    pub decode_ms_per_token: Option<f64>,
     /// The prompt's length in tokens: the job's count, else the variant's budget.
     pub prompt_tokens: Option<i64>,
     /// Tokens the strategy generated.
@@ -37,6 +40,10 @@ pub(crate) fn read(df: &DataFrame) -> Result<Vec<ScoredRow>, MetricsError> {
     let latency_ms = table::floats(df, "cluster_latency_ms")?;
     let ttft_ms = table::floats(df, "ttft_ms")?;
     let tokens_per_s = table::floats(df, "tokens_per_s")?;
+    let decode_ms_per_token = match df.column("decode_ms_per_token") {
+        Ok(_) => table::floats(df, "decode_ms_per_token")?,
+        Err(_) => vec![None; df.height()],
+    };
     let prompt_tokens = table::ints(df, "prompt_tokens")?;
     let token_budget = table::ints(df, "token_budget")?;
     let completion_tokens = table::ints(df, "completion_tokens")?;
@@ -53,6 +60,7 @@ pub(crate) fn read(df: &DataFrame) -> Result<Vec<ScoredRow>, MetricsError> {
             latency_ms: latency_ms[i],
             ttft_ms: ttft_ms[i],
             tokens_per_s: tokens_per_s[i],
+            decode_ms_per_token: decode_ms_per_token[i],
             prompt_tokens: prompt_tokens[i].or(token_budget[i]),
             completion_tokens: completion_tokens[i],
             failed: completion[i].is_none(),

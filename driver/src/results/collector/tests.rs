@@ -77,7 +77,7 @@ fn job(strategy: &str, variant: &str, status: JobProgress, attempts: Vec<Attempt
 
 fn engine_line(id: &str, tp: usize) -> String {
     format!(
-        r#"{{"prompt_id":"{id}","variant":"2k","completion":"answer {id}","latency_ms":200.0,"completion_tokens":4,"tp":{tp},"pp":1,"rank":0,"gpu_id":0,"ttft_ms":50.0,"logprobs":[-0.5,-0.25,-1.0,-2.0],"finish_reason":"length"}}"#
+        r#"{{"prompt_id":"{id}","variant":"2k","completion":"answer {id}","latency_ms":200.0,"completion_tokens":4,"tp":{tp},"pp":1,"rank":0,"gpu_id":0,"ttft_ms":50.0,"inter_token_ms":[40.0,60.0,50.0],"logprobs":[-0.5,-0.25,-1.0,-2.0],"finish_reason":"length"}}"#
     )
 }
 
@@ -131,6 +131,8 @@ fn a_job_s_rows_come_beside_the_baseline_with_placement_nodes() {
     assert_eq!(r.job_id.as_deref(), Some("101"));
     // 4 tokens in 200 ms.
     assert_eq!(r.tokens_per_s, Some(20.0));
+    // The median of the engine's gaps between tokens.
+    assert_eq!(r.decode_ms_per_token, Some(50.0));
     c.checkpoint().unwrap();
     let df = crate::data::table::read_parquet_frame(&table).unwrap();
     assert_eq!(df.height(), 2);

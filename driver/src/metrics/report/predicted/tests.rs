@@ -108,6 +108,33 @@ fn decode_and_ttft_are_predicted_by_hand_at_the_groups_own_lengths() {
 }
 
 #[test]
+fn decode_is_the_engines_median_gap_between_tokens_when_it_timed_them() {
+    // One stalled step of 2 s among eight 40 ms ones moves the mean to 285 ms; the median gap,
+    // which the collector stores, stays at 40.044 ms: the prediction.
+    let stalled = 16_008.0 + 7.0 * 40.044 + 2_000.0;
+    let mut df = table(stalled, 16_008.0);
+    let mean = rows::read(&df).unwrap();
+    assert!(
+        (Comparison::of(&mean, &inputs()).rows[0]
+            .decode_ms_per_token
+            .ratio()
+            .unwrap()
+            - 7.118)
+            .abs()
+            < 0.001
+    );
+    df.with_column(Column::new("decode_ms_per_token".into(), [40.044, 40.044]))
+        .unwrap();
+    let c = Comparison::of(&rows::read(&df).unwrap(), &inputs());
+    let r = &c.rows[0];
+    assert!(
+        (r.decode_ms_per_token.ratio().unwrap() - 1.0).abs() < 1e-12,
+        "{r:?}"
+    );
+    assert_eq!(r.flags(), "");
+}
+
+#[test]
 fn figures_within_half_again_of_the_prediction_are_not_flagged() {
     let c = Comparison::of(
         &rows::read(&table(16_008.0 + 8.0 * 52.0, 16_008.0)).unwrap(),
