@@ -41,6 +41,7 @@ fn config(dir: &Path, results: &Path) -> std::path::PathBuf {
             launcher: "local",
             prompt_ids: &["p01", "p02"],
             max_tokens: 6,
+            strategies: &[],
         },
     )
 }

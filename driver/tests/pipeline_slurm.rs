@@ -26,6 +26,7 @@ fn driver_run_on_the_local_slurm_runs_the_four_strategies_on_its_nodes() {
             launcher: "slurm",
             prompt_ids: &["p03"],
             max_tokens: 4,
+            strategies: &[],
         },
     );
     let log = dir.join("driver.log");

@@ -32,6 +32,8 @@ pub struct RunConfig<'a> {
     pub launcher: &'a str,
     pub prompt_ids: &'a [&'a str],
     pub max_tokens: u32,
+    /// The strategies to run; empty: those the profile enables.
+    pub strategies: &'a [&'a str],
 }
 
 /// A CSV file with a header row, as polars reads it; fails the test naming the file.
@@ -47,6 +49,7 @@ pub fn read_csv(path: &Path) -> DataFrame {
 pub fn write_run_config(dir: &Path, c: &RunConfig) -> PathBuf {
     let quote = |p: &Path| format!("{:?}", p.display().to_string());
     let ids: Vec<String> = c.prompt_ids.iter().map(|i| format!("{i:?}")).collect();
+    let strategies: Vec<String> = c.strategies.iter().map(|s| format!("{s:?}")).collect();
     let text = format!(
         r#"[prompts]
 dir = {data}
@@ -72,6 +75,7 @@ max_batch = 4
 profile = {profile}
 launcher = "{launcher}"
 engine_bin = {engine}
+strategies = [{strategies}]
 poll_min_ms = 200
 poll_max_ms = 2000
 
@@ -87,6 +91,7 @@ prompt_ids = [{ids}]
         launcher = c.launcher,
         max_tokens = c.max_tokens,
         ids = ids.join(", "),
+        strategies = strategies.join(", "),
     );
     let path = dir.join("run-config.toml");
     std::fs::write(&path, text).expect("write the run config");
