@@ -16,12 +16,13 @@ use driver::slurm::run_state::{JobProgress, RunState};
 use polars::prelude::*;
 
 /// Columns that legitimately differ between two runs of the same experiment.
-const RUN_SPECIFIC: [&str; 10] = [
+const RUN_SPECIFIC: [&str; 11] = [
     "local_latency_ms",
     "local_ttft_ms",
     "cluster_latency_ms",
     "ttft_ms",
     "tokens_per_s",
+    "decode_ms_per_token",
     "job_id",
     "trace_path",
     "source_artifact",
