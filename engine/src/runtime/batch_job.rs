@@ -201,6 +201,7 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
             continue;
         }
         for (row, out) in batch_rows.iter().zip(outputs) {
+            let (ttft_ms, latency_ms) = (out.ttft_ms(), out.latency_ms());
             let inter_token_ms = out.inter_token_ms();
             results.push(ResultRow {
                 prompt_id: row.prompt_id.clone(),
@@ -221,8 +222,8 @@ pub fn run_batch_job(options: &RunOptions, ctx: &DistContext) -> Result<Vec<Resu
                     .iter()
                     .map(|l: &TokenLogprob| l.logprob)
                     .collect(),
-                ttft_ms: out.ttft_ms,
-                latency_ms: out.latency_ms,
+                ttft_ms,
+                latency_ms,
                 inter_token_ms,
                 finish_reason: out.finish_reason,
                 trace_path: options.trace_path.as_ref().map(|p| p.display().to_string()),

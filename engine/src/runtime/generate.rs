@@ -48,15 +48,21 @@ pub struct GenerationOutput {
     pub completion_token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub logprobs: Vec<TokenLogprob>,
-    /// Milliseconds from the start of the batch to this request's first token.
-    pub ttft_ms: f64,
-    /// Milliseconds from the start of the batch to this request's last token.
-    pub latency_ms: f64,
     /// Milliseconds from the start of the batch to each generated token, in order.
     pub token_ms: Vec<f64>,
 }
 
 impl GenerationOutput {
+    /// Milliseconds from the start of the batch to this request's first token (0: none).
+    pub fn ttft_ms(&self) -> f64 {
+        self.token_ms.first().copied().unwrap_or(0.0)
+    }
+
+    /// Milliseconds from the start of the batch to this request's last token (0: none).
+    pub fn latency_ms(&self) -> f64 {
+        self.token_ms.last().copied().unwrap_or(0.0)
+    }
+
     /// The gaps between consecutive tokens (inter-token latency), in milliseconds.
     pub fn inter_token_ms(&self) -> Vec<f64> {
         self.token_ms.windows(2).map(|w| w[1] - w[0]).collect()
@@ -199,8 +205,6 @@ impl<'a> Generator<'a> {
                 completion_token_ids: Vec::with_capacity(limit),
                 finish_reason: FinishReason::Length,
                 logprobs: Vec::new(),
-                ttft_ms: 0.0,
-                latency_ms: 0.0,
                 token_ms: Vec::with_capacity(limit),
             };
             if limit == 0 {
@@ -229,13 +233,10 @@ impl<'a> Generator<'a> {
     ) -> Result<Vec<ActiveSequence>> {
         let mut still_active = Vec::with_capacity(active.len());
         for (mut seq, token) in active.into_iter().zip(sampled) {
-            let elapsed_ms = clock.elapsed().as_secs_f64() * 1e3;
-            if seq.output.completion_token_ids.is_empty() {
-                seq.output.ttft_ms = elapsed_ms;
-            }
-            seq.output.token_ms.push(elapsed_ms);
+            seq.output
+                .token_ms
+                .push(clock.elapsed().as_secs_f64() * 1e3);
             if self.accept(&mut seq, token)? {
-                seq.output.latency_ms = elapsed_ms;
                 done[seq.index] = Some(seq.output);
             } else {
                 still_active.push(seq);

@@ -116,11 +116,10 @@ pub struct Comparison {
 /// (a stall of the machine in one step moves a median little), else their mean,
 /// (latency − TTFT) / (tokens − 1).
 pub(crate) fn decode_ms_per_token(row: &ScoredRow) -> Option<f64> {
-    if row.decode_ms_per_token.is_some() {
-        return row.decode_ms_per_token;
-    }
-    let (latency, ttft, tokens) = (row.latency_ms?, row.ttft_ms?, row.completion_tokens?);
-    (tokens >= 2).then(|| (latency - ttft) / (tokens - 1) as f64)
+    row.decode_ms_per_token.or_else(|| {
+        let (latency, ttft, tokens) = (row.latency_ms?, row.ttft_ms?, row.completion_tokens?);
+        (tokens >= 2).then(|| (latency - ttft) / (tokens - 1) as f64)
+    })
 }
 
 impl Comparison {
